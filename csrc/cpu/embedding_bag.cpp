@@ -1,0 +1,401 @@
+// embedding_bag: per bag, the sum or mean of weight rows (optionally weighted per id),
+// skipping padding_idx, without materialising (B, T, D).  Bags are CSR (ids (N,) +
+// offsets (B+1,)) or padded rows (ids (B, T)); both are "bag b = ids[begin(b):end(b)]".
+//
+// Forward: OpenMP over bags; a bag's D columns are processed in chunks of CH values whose
+// accumulators stay in registers while the bag's rows stream through; the row CH ids ahead
+// is prefetched.  Backward: threads own disjoint blocks of 16 table rows and each adds, in
+// position order, only into its own rows, so there is no race and the result is bitwise
+// the same for any thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+
+namespace fastscale {
+namespace {
+
+constexpr int CH = 64;          // accumulator chunk (floats): 4 zmm / 8 ymm registers
+constexpr int PF = 8;           // prefetch distance in ids
+constexpr int OWN_SHIFT = 4;    // backward: a thread owns blocks of 16 rows
+
+template <class I, class O>
+struct Bags {
+  const I* ids;
+  const O* offsets;  // nullptr: padded (B, Tlen)
+  i64 Tlen;
+  FS_INLINE i64 begin(i64 b) const { return offsets ? static_cast<i64>(offsets[b]) : b * Tlen; }
+  FS_INLINE i64 end(i64 b) const { return offsets ? static_cast<i64>(offsets[b + 1]) : (b + 1) * Tlen; }
+};
+
+// True when ids[k..k+16) are all `pad`: lets padded rows skip their padding 16 at a time.
+template <class I>
+FS_INLINE bool all_pad16(const I* p, I pad) {
+  int any = 0;
+  for (int j = 0; j < 16; ++j) any |= (p[j] != pad);
+  return !any;
+}
+
+template <class I>
+FS_INLINE i64 count_bag(const I* ids, i64 s, i64 e, i64 pad) {
+  if (pad < 0) return e - s;
+  i64 n = 0;
+  const I p = static_cast<I>(pad);
+  for (i64 k = s; k < e; ++k) n += (ids[k] != p);
+  return n;
+}
+
+// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + W), W <= CH.
+// FULL: W == CH at compile time, so acc[] lives in registers.
+template <class T, class I, bool FULL, bool PSW, bool PAD>
+FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, int W, const I* FS_RESTRICT ids, i64 s, i64 e,
+                         const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
+  const int w = FULL ? CH : W;
+  T acc[CH];
+#pragma GCC unroll 64
+  for (int j = 0; j < CH; ++j) acc[j] = T(0);
+  for (i64 k = s; k < e; ++k) {
+    const I id = ids[k];
+    if (PAD && id == pad) {
+      if (k + 16 <= e && all_pad16(ids + k, pad)) k += 15;
+      continue;
+    }
+    if (k + PF < e) {
+      const char* nxt = reinterpret_cast<const char*>(weight + static_cast<i64>(ids[k + PF]) * D + d0);
+      for (int l = 0; l < w * static_cast<int>(sizeof(T)); l += 64) __builtin_prefetch(nxt + l);
+    }
+    const T* FS_RESTRICT r = weight + static_cast<i64>(id) * D + d0;
+    if (PSW) {
+      const T c = psw[k];
+      if (FULL) {
+#pragma GCC unroll 64
+        for (int j = 0; j < CH; ++j) acc[j] += c * r[j];
+      } else {
+        for (int j = 0; j < w; ++j) acc[j] += c * r[j];
+      }
+    } else {
+      if (FULL) {
+#pragma GCC unroll 64
+        for (int j = 0; j < CH; ++j) acc[j] += r[j];
+      } else {
+        for (int j = 0; j < w; ++j) acc[j] += r[j];
+      }
+    }
+  }
+  if (FULL) {
+#pragma GCC unroll 64
+    for (int j = 0; j < CH; ++j) o[d0 + j] = acc[j];
+  } else {
+    for (int j = 0; j < w; ++j) o[d0 + j] = acc[j];
+  }
+}
+
+template <class T, class I, bool PSW, bool PAD>
+FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const T* psw, I pad, T* o) {
+  i64 d0 = 0;
+  for (; d0 + CH <= D; d0 += CH) bag_chunk<T, I, true, PSW, PAD>(weight, D, d0, CH, ids, s, e, psw, pad, o);
+  if (d0 < D) bag_chunk<T, I, false, PSW, PAD>(weight, D, d0, static_cast<int>(D - d0), ids, s, e, psw, pad, o);
+}
+
+// One bag.  The OpenMP loops live outside the multiversioned bodies: GCC outlines a
+// parallel region from the function that contains it, so a region inside an always-inline
+// body would be compiled once, for the baseline, whatever ISA its caller targets.
+template <class T, class I, class O>
+FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, const T* psw, i64 pad, bool mean,
+                                T* out) {
+  const bool has_pad = pad >= 0;
+  const I p = static_cast<I>(has_pad ? pad : 0);
+  const i64 s = bags.begin(b), e = bags.end(b);
+  T* o = out + b * D;
+  if (psw) {
+    if (has_pad) bag_row<T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
+    else bag_row<T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);
+  } else {
+    if (has_pad) bag_row<T, I, false, true>(weight, D, bags.ids, s, e, psw, p, o);
+    else bag_row<T, I, false, false>(weight, D, bags.ids, s, e, psw, p, o);
+  }
+  if (mean) {
+    const i64 n = count_bag(bags.ids, s, e, pad);
+    // An empty (or all-padding) bag is zeros, never 0/0.
+    const T scale = n > 0 ? T(1) / static_cast<T>(n) : T(0);
+    for (i64 j = 0; j < D; ++j) o[j] *= scale;
+  }
+}
+FS_MULTIVERSION(forward_bag, forward_bag_body)
+
+template <class T, class I, class O>
+void forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* out) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads())
+  for (i64 b = 0; b < B; ++b) forward_bag<T>(weight, D, bags, b, psw, pad, mean, out);
+}
+
+FS_INLINE bool owns(i64 row, int t, int nt) { return ((row >> OWN_SHIFT) % nt) == t; }
+
+// grad (V, D) = d/dweight.  Each thread zeroes and accumulates its own row blocks.
+template <class T, class I, class O>
+FS_INLINE void backward_dense_body(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean,
+                                   T* grad, i64 V, int t, int nt) {
+  {
+    for (i64 blk = t; (blk << OWN_SHIFT) < V; blk += nt) {
+      const i64 r0 = blk << OWN_SHIFT, r1 = std::min(V, r0 + (i64(1) << OWN_SHIFT));
+      std::memset(static_cast<void*>(grad + r0 * D), 0, static_cast<size_t>((r1 - r0) * D) * sizeof(T));
+    }
+    for (i64 b = 0; b < B; ++b) {
+      const i64 s = bags.begin(b), e = bags.end(b);
+      T scale = T(1);
+      if (mean) {
+        const i64 n = count_bag(bags.ids, s, e, pad);
+        if (n == 0) continue;
+        scale = T(1) / static_cast<T>(n);
+      }
+      const T* FS_RESTRICT g = dout + b * D;
+      for (i64 k = s; k < e; ++k) {
+        const i64 id = bags.ids[k];
+        if (id == pad || !owns(id, t, nt)) continue;
+        const T c = psw ? psw[k] : scale;
+        T* FS_RESTRICT r = grad + id * D;
+        for (i64 j = 0; j < D; ++j) r[j] += c * g[j];
+      }
+    }
+  }
+}
+FS_MULTIVERSION(backward_dense_thread, backward_dense_body)
+
+template <class T, class I, class O>
+void backward_dense_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* grad,
+                           i64 V) {
+#pragma omp parallel num_threads(get_num_threads())
+  backward_dense_thread<T>(dout, D, bags, B, psw, pad, mean, grad, V, omp_get_thread_num(), omp_get_num_threads());
+}
+
+// values (U, D) for the unique rows; mark[id] = 1 + slot of id.  Threads own slot blocks.
+template <class T, class I, class O>
+FS_INLINE void backward_sparse_body(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean,
+                                    const std::int32_t* mark, T* values, i64 U, int t, int nt) {
+  {
+    for (i64 blk = t; (blk << OWN_SHIFT) < U; blk += nt) {
+      const i64 r0 = blk << OWN_SHIFT, r1 = std::min(U, r0 + (i64(1) << OWN_SHIFT));
+      std::memset(static_cast<void*>(values + r0 * D), 0, static_cast<size_t>((r1 - r0) * D) * sizeof(T));
+    }
+    for (i64 b = 0; b < B; ++b) {
+      const i64 s = bags.begin(b), e = bags.end(b);
+      T scale = T(1);
+      if (mean) {
+        const i64 n = count_bag(bags.ids, s, e, pad);
+        if (n == 0) continue;
+        scale = T(1) / static_cast<T>(n);
+      }
+      const T* FS_RESTRICT g = dout + b * D;
+      for (i64 k = s; k < e; ++k) {
+        const i64 id = bags.ids[k];
+        if (id == pad) continue;
+        const i64 slot = mark[id] - 1;
+        if (!owns(slot, t, nt)) continue;
+        const T c = psw ? psw[k] : scale;
+        T* FS_RESTRICT r = values + slot * D;
+        for (i64 j = 0; j < D; ++j) r[j] += c * g[j];
+      }
+    }
+  }
+}
+FS_MULTIVERSION(backward_sparse_thread, backward_sparse_body)
+
+template <class T, class I, class O>
+void backward_sparse_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean,
+                            const std::int32_t* mark, T* values, i64 U) {
+#pragma omp parallel num_threads(get_num_threads())
+  backward_sparse_thread<T>(dout, D, bags, B, psw, pad, mean, mark, values, U, omp_get_thread_num(),
+                            omp_get_num_threads());
+}
+
+// Unique sorted non-padding ids into rows[0:U]; leaves mark[row] = 1 + slot.  mark must be
+// all zero on entry (the values call clears it again).
+template <class I, class O>
+i64 unique_rows(Bags<I, O> bags, i64 B, i64 pad, std::int32_t* mark, i64 V, std::int64_t* rows) {
+  i64 U = 0;
+  for (i64 b = 0; b < B; ++b)
+    for (i64 k = bags.begin(b), e = bags.end(b); k < e; ++k) {
+      const i64 id = bags.ids[k];
+      if (id == pad || mark[id]) continue;
+      mark[id] = 1;
+      rows[U++] = id;
+    }
+  // Small tables: a scan of mark yields the rows sorted; large ones: sort the few found.
+  if (V <= 32 * U) {
+    i64 j = 0;
+    for (i64 v = 0; v < V; ++v)
+      if (mark[v]) rows[j++] = v;
+  } else {
+    std::sort(rows, rows + U);
+  }
+  for (i64 j = 0; j < U; ++j) mark[rows[j]] = static_cast<std::int32_t>(j + 1);
+  return U;
+}
+
+// ------------------------------------------------------------------ bindings
+const char* const OP = "embedding_bag";
+const char* const OPB = "embedding_bag_backward";
+
+// Validates offsets and ids (status per common.h) and calls f(Bags<I, O>).
+template <class I, class O, class F>
+i64 with_bags(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B_out) {
+  const I* ip = cptr<I>(ids, dt_of<I>(), op, "ids");
+  Bags<I, O> bags{ip, nullptr, 0};
+  i64 N = 0;
+  if (offsets.is_none()) {
+    if (ids.ndim() != 2) shape_error(op, "padded ids must be 2-D");
+    *B_out = dim(ids, 0);
+    bags.Tlen = dim(ids, 1);
+    N = *B_out * bags.Tlen;
+  } else {
+    py::array off = offsets.cast<py::array>();
+    if (ids.ndim() != 1 || off.ndim() != 1) shape_error(op, "CSR ids and offsets must be 1-D");
+    N = dim(ids, 0);
+    const O* op_ = cptr<O>(off, dt_of<O>(), op, "offsets");
+    *B_out = dim(off, 0) - 1;
+    i64 bad;
+    {
+      py::gil_scoped_release nogil;
+      bad = first_bad_offset(op_, dim(off, 0), N);
+    }
+    if (bad >= 0) return status_bad_offset(bad);
+    bags.offsets = op_;
+  }
+  i64 bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = first_bad_id(ip, N, V);
+  }
+  if (bad >= 0) return status_bad_id(bad);
+  return f(bags);
+}
+
+template <class F>
+i64 dispatch_ids(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B) {
+  return with_index(ids, op, "ids", [&](auto i) -> i64 {
+    using I = decltype(i);
+    if (offsets.is_none()) return with_bags<I, I>(ids, offsets, V, op, f, B);
+    return with_index(offsets.cast<py::array>(), op, "offsets", [&](auto o) -> i64 {
+      using O = decltype(o);
+      return with_bags<I, O>(ids, offsets, V, op, f, B);
+    });
+  });
+}
+
+template <class T>
+const T* opt_ptr(const py::object& a, const char* op, const char* name, i64 n) {
+  if (a.is_none()) return nullptr;
+  py::array arr = a.cast<py::array>();
+  if (static_cast<i64>(arr.size()) != n) shape_error(op, std::string("argument '") + name + "' must have one entry per id");
+  return cptr<T>(arr, dt_of<T>(), op, name);
+}
+
+}  // namespace
+
+void bind_embedding_bag(py::module_& m) {
+  m.def(
+      "embedding_bag_forward",
+      [](py::array weight, py::array ids, py::object offsets, py::object psw, i64 pad, bool mean, py::array out) -> i64 {
+        if (weight.ndim() != 2 || out.ndim() != 2) shape_error(OP, "weight and out must be 2-D");
+        const i64 V = dim(weight, 0), D = dim(weight, 1);
+        return with_float(weight, OP, "weight", [&](auto tt) -> i64 {
+          using T = decltype(tt);
+          const T* w = cptr<T>(weight, dt_of<T>(), OP, "weight");
+          T* o = mptr<T>(out, dt_of<T>(), OP, "out");
+          i64 B = 0;
+          return dispatch_ids(ids, offsets, V, OP, [&](auto bags) -> i64 {
+            if (dim(out, 0) != B || dim(out, 1) != D) shape_error(OP, "out must be (B, D)");
+            const T* p = opt_ptr<T>(psw, OP, "per_sample_weights", static_cast<i64>(ids.size()));
+            py::gil_scoped_release nogil;
+            forward_kernel<T>(w, D, bags, B, p, pad, mean, o);
+            return 0;
+          }, &B);
+        });
+      },
+      py::arg("weight"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),
+      py::arg("mean"), py::arg("out"),
+      "out (B, D) = sum or mean of weight rows per bag; returns a status (0 ok, >0 bad id, <0 bad offset)");
+
+  m.def(
+      "embedding_bag_backward_dense",
+      [](py::array dout, py::array ids, py::object offsets, py::object psw, i64 pad, bool mean, py::array grad) -> i64 {
+        if (dout.ndim() != 2 || grad.ndim() != 2) shape_error(OPB, "dout and grad must be 2-D");
+        const i64 V = dim(grad, 0), D = dim(grad, 1);
+        if (dim(dout, 1) != D) shape_error(OPB, "dout and grad must have the same D");
+        return with_float(dout, OPB, "dout", [&](auto tt) -> i64 {
+          using T = decltype(tt);
+          const T* g = cptr<T>(dout, dt_of<T>(), OPB, "dout");
+          T* gr = mptr<T>(grad, dt_of<T>(), OPB, "out");
+          i64 B = 0;
+          return dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
+            if (dim(dout, 0) != B) shape_error(OPB, "dout must be (B, D)");
+            const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", static_cast<i64>(ids.size()));
+            py::gil_scoped_release nogil;
+            backward_dense_kernel<T>(g, D, bags, B, p, pad, mean, gr, V);
+            return 0;
+          }, &B);
+        });
+      },
+      py::arg("dout"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),
+      py::arg("mean"), py::arg("grad"));
+
+  m.def(
+      "embedding_bag_backward_rows",
+      [](py::array ids, py::object offsets, i64 pad, py::array mark, py::array rows) -> std::pair<i64, i64> {
+        const i64 V = dim(mark, 0);
+        std::int32_t* mk = mptr<std::int32_t>(mark, Dt::i32, OPB, "mark");
+        std::int64_t* rw = mptr<std::int64_t>(rows, Dt::i64, OPB, "rows");
+        if (static_cast<i64>(rows.size()) < static_cast<i64>(ids.size())) shape_error(OPB, "rows must hold len(ids)");
+        i64 B = 0, U = 0;
+        const i64 st = dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
+          py::gil_scoped_release nogil;
+          U = unique_rows(bags, B, pad, mk, V, rw);
+          return 0;
+        }, &B);
+        return {st, U};
+      },
+      py::arg("ids"), py::arg("offsets"), py::arg("padding_idx"), py::arg("mark"), py::arg("rows"),
+      "(status, U): validates ids / offsets, writes the U unique sorted rows, leaves mark[row] = 1 + slot");
+
+  m.def(
+      "embedding_bag_backward_values",
+      [](py::array dout, py::array ids, py::object offsets, py::object psw, i64 pad, bool mean, py::array mark,
+         py::array rows, py::array values) {
+        const i64 D = dim(dout, 1), U = dim(values, 0);
+        if (values.ndim() != 2 || dim(values, 1) != D || static_cast<i64>(rows.size()) != U)
+          shape_error(OPB, "values must be (U, D)");
+        std::int32_t* mk = mptr<std::int32_t>(mark, Dt::i32, OPB, "mark");
+        const std::int64_t* rw = cptr<std::int64_t>(rows, Dt::i64, OPB, "rows");
+        with_float(dout, OPB, "dout", [&](auto tt) {
+          using T = decltype(tt);
+          const T* g = cptr<T>(dout, dt_of<T>(), OPB, "dout");
+          T* vals = mptr<T>(values, dt_of<T>(), OPB, "values");
+          const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", static_cast<i64>(ids.size()));
+          with_index(ids, OPB, "ids", [&](auto i) {
+            using I = decltype(i);
+            const I* ip = cptr<I>(ids, dt_of<I>(), OPB, "ids");
+            auto run = [&](auto bags, i64 B) {
+              py::gil_scoped_release nogil;
+              backward_sparse_kernel<T>(g, D, bags, B, p, pad, mean, mk, vals, U);
+              for (i64 j = 0; j < U; ++j) mk[rw[j]] = 0;  // leave mark all zero again
+            };
+            // ids and offsets were validated by embedding_bag_backward_rows.
+            if (offsets.is_none()) {
+              run(Bags<I, I>{ip, nullptr, dim(ids, 1)}, dim(ids, 0));
+            } else {
+              py::array off = offsets.cast<py::array>();
+              with_index(off, OPB, "offsets", [&](auto o) {
+                using O = decltype(o);
+                run(Bags<I, O>{ip, cptr<O>(off, dt_of<O>(), OPB, "offsets"), 0}, dim(off, 0) - 1);
+              });
+            }
+          });
+        });
+      },
+      py::arg("dout"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),
+      py::arg("mean"), py::arg("mark"), py::arg("rows"), py::arg("values"));
+}
+
+}  // namespace fastscale

@@ -1,0 +1,3 @@
+from fastscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Shared test fixtures: backends as explicit parameters, hypothesis profiles.
+
+Every op test takes the ``backend`` fixture; an unavailable backend skips with its reason
+(never counted as a pass).  ``xp`` is the array module of that backend, and ``to_xp`` /
+``to_np`` move test data in and out.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from fastscale import _backends
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.register_profile(
+    "long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+CPU_BACKENDS = ("cpp", "numba", "numpy")
+GPU_BACKENDS = ("cuda", "cupy")
+ALL_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    name = request.param
+    reason = _backends.status(name)
+    if reason is not None:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+    return name
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request):
+    name = request.param
+    reason = _backends.status(name)
+    if reason is not None:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+    return name
+
+
+def is_gpu(backend):
+    return backend in GPU_BACKENDS
+
+
+@pytest.fixture
+def xp(backend):
+    if is_gpu(backend):
+        import cupy
+
+        return cupy
+    return np
+
+
+@pytest.fixture
+def to_xp(backend):
+    """numpy array -> an array of the backend's kind."""
+    if is_gpu(backend):
+        import cupy
+
+        return lambda a: None if a is None else cupy.asarray(a)
+    return lambda a: a
+
+
+def to_np(a):
+    """Any backend's array -> numpy."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    return a.get()

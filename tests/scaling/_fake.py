@@ -2,9 +2,11 @@
 spawned worker processes.  Behaviour is steered by environment variables (inherited by
 workers): FAKE_SLEEP (seconds per run), FAKE_FAIL_DIR (runs with seed 1 and embed_dim 16 fail
 on their first attempt; a marker file there counts attempts across processes),
-FAKE_ALWAYS_FAIL (embed_dim of runs that always fail), FAKE_DIVERGE (embed_dim that diverges).
+FAKE_ALWAYS_FAIL (embed_dim of runs that always fail), FAKE_DIVERGE (embed_dim that diverges), FAKE_KILL_DIR (one run SIGKILLs its own worker
+process on its first attempt).
 """
 import os
+import signal
 import time
 
 import numpy as np
@@ -22,6 +24,12 @@ def fake_train(cfg, data):
         if not os.path.exists(marker):
             open(marker, "w").close()
             raise RuntimeError("injected first-attempt failure")
+    kill_dir = os.environ.get("FAKE_KILL_DIR")
+    if kill_dir and cfg["seed"] == 0 and cfg["embed_dim"] == 16 and cfg["n_train"] == 400:
+        marker = os.path.join(kill_dir, "killed")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-run
     if str(cfg["embed_dim"]) == os.environ.get("FAKE_ALWAYS_FAIL"):
         raise ValueError("injected permanent failure")
     if str(cfg["embed_dim"]) == os.environ.get("FAKE_DIVERGE"):

@@ -264,3 +264,28 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, monkeypatch):
     assert len(ids) == len(set(ids)) == 30  # none repeated, none lost
     assert ids[: len(before)] == [r["run_id"] for r in before]
     assert counts["skipped"] == len(before) and counts["ok"] == 30 - len(before)
+
+
+def test_local_engine_survives_a_killed_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_KILL_DIR", str(tmp_path))
+    out = str(tmp_path / "run")
+    counts = R.run_sweep(spec(), out, train_fn=FAKE, progress=False)
+    assert counts["ok"] == 12 and counts["failed"] == 0
+    recs = R.read_records(os.path.join(out, "runs.jsonl"))
+    died = [r for r in recs if r["status"] == "failed"]
+    assert died and all("died" in r["error"] and r["will_retry"] for r in died)
+    assert len({r["run_id"] for r in recs if r["status"] == "ok"}) == 12
+
+
+def test_dask_local_cluster_with_a_worker_killed_mid_sweep(tmp_path, monkeypatch):
+    pytest.importorskip("distributed", reason="dask distributed not installed (pip install 'fastscale[dask]')")
+    monkeypatch.setenv("FAKE_KILL_DIR", str(tmp_path))
+    monkeypatch.setenv("FAKE_SLEEP", "0.05")
+    out = str(tmp_path / "run")
+    counts = R.run_sweep(spec(), out, train_fn=FAKE, progress=False, engine="dask", workers=2)
+    assert os.path.exists(tmp_path / "killed")  # a worker really died
+    assert counts["ok"] == 12 and counts["failed"] == 0
+    recs = R.read_records(os.path.join(out, "runs.jsonl"))
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert len(ok) == len({r["run_id"] for r in ok}) == 12
+    assert all(r["engine"] == "dask" for r in recs)

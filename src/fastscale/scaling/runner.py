@@ -297,6 +297,7 @@ class _LocalEngine:
     def __init__(self, workers: int, threads: int):
         self.workers, self.threads = workers, threads
         self.pool = None
+        self.owner = {}  # future -> the pool that runs it
 
     def _pool(self):
         if self.pool is None:
@@ -312,7 +313,20 @@ class _LocalEngine:
         return self.workers
 
     def submit(self, cfg, data_ref, train_fn):
-        return self._pool().submit(execute_run, cfg, data_ref, train_fn, self.threads)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            fut = self._pool().submit(execute_run, cfg, data_ref, train_fn, self.threads)
+        except BrokenProcessPool:  # a worker died since the last submit: start a fresh pool
+            self._drop()
+            fut = self._pool().submit(execute_run, cfg, data_ref, train_fn, self.threads)
+        self.owner[fut] = self.pool
+        return fut
+
+    def _drop(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     def wait(self, futs):
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -323,10 +337,12 @@ class _LocalEngine:
     def result(self, fut):
         from concurrent.futures.process import BrokenProcessPool
 
+        owner = self.owner.pop(fut, None)
         try:
             return fut.result()
         except BrokenProcessPool as e:
-            self.pool = None  # rebuild on the next submit
+            if owner is self.pool:
+                self._drop()  # rebuild on the next submit (unless that already happened)
             return {"status": FAILED, "error": f"worker process died: {e}"}
         except Exception as e:  # noqa: BLE001 - e.g. an unpicklable result
             return {"status": FAILED, "error": f"{type(e).__name__}: {e}"}

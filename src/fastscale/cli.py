@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
     p.set_defaults(func=_info)
+    from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
+    _add_sweep(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -35,7 +35,9 @@ def test_chinchilla_recovers_true_parameters_within_intervals(chin):
         assert hi / lo < 3.0, (name, lo, hi)
     assert c.diagnostics["top_optima_agree"]
     assert not c.diagnostics["at_bounds"]
-    assert fit.warnings == []
+    # no convergence / bounds / floor warnings (a held-out cell may fall outside its 95%
+    # interval now and then; the held-out tests below bound how often)
+    assert [w for w in fit.warnings if not w.startswith("held-out")] == []
 
 
 def test_power_offset_recovers_true_parameters():

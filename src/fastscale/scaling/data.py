@@ -46,6 +46,25 @@ class SweepData:
             y = y[:n]
         return ids, off, y
 
+    def csr(self, name: str, n: int | None, vocab_size: int, maxlen: int | None):
+        """((ids int32, offsets int64), y float32, token count): CSR bags, ids >= vocab_size
+        mapped to OOV, each row cut to maxlen; no padding at all."""
+        ids, off, y = self.split(name, n)
+        lens = np.diff(off)
+        if maxlen is not None and lens.size and lens.max() > maxlen:
+            keep = np.minimum(lens, maxlen)
+            start = np.repeat(off[:-1], keep)
+            col = np.arange(int(keep.sum())) - np.repeat(np.cumsum(keep) - keep, keep)
+            vals = np.asarray(ids[start + col], dtype=np.int32)
+            new_off = np.zeros(len(keep) + 1, np.int64)
+            np.cumsum(keep, out=new_off[1:])
+            off = new_off
+        else:
+            vals = np.array(ids, dtype=np.int32)
+            off = np.asarray(off, np.int64) - int(off[0])
+        vals[vals >= vocab_size] = OOV_ID
+        return (vals, np.ascontiguousarray(off)), np.asarray(y, np.float32), int(off[-1])
+
     def padded(self, name: str, n: int | None, vocab_size: int, maxlen: int | None):
         """(x (n, T) int32 padded with 0 at the end, y float32, non-padding token count)."""
         ids, off, y = self.split(name, n)

@@ -272,7 +272,7 @@ class _Optimum:
     nit: int
 
 
-def _fit_points(form: _Form, u, logy, w, *, delta=HUBER_DELTA, starts=None, n_refine=24):
+def _fit_points(form: _Form, u, logy, w, *, delta=HUBER_DELTA, starts=None, n_refine=8):
     """Best optimum from a grid of starts (screened by objective, best ``n_refine`` refined)."""
     bounds = form.bounds(np.exp(logy))
     f = _objective(form, u, logy, w, delta)

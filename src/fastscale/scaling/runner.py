@@ -506,8 +506,9 @@ def _make_record(cfg: dict, res: dict, data: SweepData, env: dict, engine: str, 
             rec[k] = v
     if "tokens_seen" in res and "examples_seen" in res:
         rec.update(analytic_flops(cfg, res["tokens_seen"], res["examples_seen"], res.get("steps", 0)))
-        if res.get("wall_train"):
-            rec["tokens_per_s"] = res["tokens_seen"] / res["wall_train"]
+        secs = res.get("wall_train_steps") or res.get("wall_train")  # training steps, not validation
+        if secs:
+            rec["tokens_per_s"] = res["tokens_seen"] / secs
     return rec
 
 

@@ -22,8 +22,9 @@ then, by ``eps_placement``:
 The two differ only in where eps sits: the torch form equals the Keras form with
 ``eps * sqrt(bc2)`` in place of ``eps``, which is how every backend computes it (the
 coefficients are computed once per call in float64; the elementwise math runs in the
-arrays' dtype).  The difference matters early in training: at step 1 with the defaults
-Keras adds eps to ``|g|``, torch adds ``eps * sqrt(0.001) ~ 0.03 eps``.
+arrays' dtype).  Measured against the bias-corrected ``sqrt(v / bc2)``, Keras' eps is
+``eps / sqrt(bc2)``: at step 1 with ``beta2 = 0.999`` the update is ``lr * g / (|g| + 31.6 eps)``
+for Keras and ``lr * g / (|g| + eps)`` for torch; the two converge as ``bc2 -> 1``.
 
 ``sparse_adam_step`` is lazy Adam (TF ``LazyAdam``, ``torch.optim.SparseAdam``): only the
 listed rows of a ``(V, D)`` table and of its moments change, each by the formulas above with

@@ -95,12 +95,14 @@ def _counts(mask, xp, dtype):
 def _numpy_forward(x, mask, out):
     xp = _xp(x)
     # One batched (1, T) @ (T, D) product per row: BLAS speed, no (B, T, D) temporary.
-    s = xp.matmul(mask.astype(x.dtype)[:, None, :], x)[:, 0, :]
-    if not bool(xp.isfinite(s).all()):
-        # 0 * inf = NaN: a non-finite value at a masked-out position would leak in; redo
-        # the sum reading only kept positions.
-        s = xp.where(mask[:, :, None], x, 0).sum(axis=1, dtype=x.dtype)
-    xp.divide(s, _counts(mask, xp, x.dtype)[:, None], out=out)
+    # Non-finite values are the caller's to propagate, as the other backends do: no warnings.
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = xp.matmul(mask.astype(x.dtype)[:, None, :], x)[:, 0, :]
+        if not bool(xp.isfinite(s).all()):
+            # 0 * inf = NaN: a non-finite value at a masked-out position would leak in;
+            # redo the sum reading only kept positions.
+            s = xp.where(mask[:, :, None], x, 0).sum(axis=1, dtype=x.dtype)
+        xp.divide(s, _counts(mask, xp, x.dtype)[:, None], out=out)
     return out
 
 

@@ -1,11 +1,11 @@
 // masked_mean_pool: out[b] = mean of x[b, t] over the t with mask[b, t]; an all-false row
 // gives zeros.  Backward: dx[b, t] = mask[b, t] * dout[b] / count(b).
 //
-// Forward: OpenMP over rows b; a row's D columns go in chunks of CH values whose
-// accumulators stay in registers while the kept positions stream through, in t order, so
-// the result is bitwise the same for any thread count.  Masked-out positions are never
-// read (a NaN there does not leak into the mean).  Backward: OpenMP over rows b; the first
-// kept position gets dout[b] / count, the others a copy of it, the rest zeros.
+// Forward: OpenMP over rows b; each kept position's row is added, in t order, into the
+// output row, so the result is bitwise the same for any thread count.  Masked-out
+// positions are never read (a NaN there does not leak into the mean).  Backward: OpenMP
+// over rows b; the first kept position gets dout[b] / count, the others a copy of it, and
+// each run of masked-out positions is cleared with one memset (padding comes in long runs).
 #include <omp.h>
 
 #include <cstdint>
@@ -16,7 +16,6 @@
 namespace fastscale {
 namespace {
 
-constexpr int CH = 64;  // accumulator chunk (values): 4 zmm / 8 ymm registers
 using u8 = std::uint8_t;
 
 FS_INLINE i64 count_row(const u8* m, i64 T) {
@@ -25,41 +24,21 @@ FS_INLINE i64 count_row(const u8* m, i64 T) {
   return n;
 }
 
-// Sum over kept t of x[t, d0:d0+W] into o[d0:d0+W].  FULL: W == CH at compile time so acc[]
-// lives in registers.
-template <class T, bool FULL>
-FS_INLINE void pool_chunk(const T* FS_RESTRICT x, i64 D, i64 d0, int W, const u8* FS_RESTRICT m, i64 Tlen,
-                          T* FS_RESTRICT o) {
-  const int w = FULL ? CH : W;
-  T acc[CH];
-#pragma GCC unroll 64
-  for (int j = 0; j < CH; ++j) acc[j] = T(0);
-  for (i64 t = 0; t < Tlen; ++t) {
-    if (!m[t]) continue;
-    const T* FS_RESTRICT r = x + t * D + d0;
-    if (FULL) {
-#pragma GCC unroll 64
-      for (int j = 0; j < CH; ++j) acc[j] += r[j];
-    } else {
-      for (int j = 0; j < w; ++j) acc[j] += r[j];
-    }
-  }
-  if (FULL) {
-#pragma GCC unroll 64
-    for (int j = 0; j < CH; ++j) o[d0 + j] = acc[j];
-  } else {
-    for (int j = 0; j < w; ++j) o[d0 + j] = acc[j];
-  }
-}
-
 template <class T>
 FS_INLINE void forward_row_body(const T* x, const u8* mask, i64 Tlen, i64 D, i64 b, T* out) {
   const T* xb = x + b * Tlen * D;
   const u8* mb = mask + b * Tlen;
   T* o = out + b * D;
-  i64 d0 = 0;
-  for (; d0 + CH <= D; d0 += CH) pool_chunk<T, true>(xb, D, d0, CH, mb, Tlen, o);
-  if (d0 < D) pool_chunk<T, false>(xb, D, d0, static_cast<int>(D - d0), mb, Tlen, o);
+  // One sequential pass over each kept row, added into the output row (which stays in L1).
+  // Accumulating column chunks in registers instead would read every row once per chunk:
+  // measured 1.4 ms against 0.42 ms here for (64, 2500, 128) with ~230 kept rows per b.
+  for (i64 j = 0; j < D; ++j) o[j] = T(0);
+  for (i64 t = 0; t < Tlen; ++t) {
+    if (!mb[t]) continue;
+    const T* FS_RESTRICT r = xb + t * D;
+    T* FS_RESTRICT oo = o;
+    for (i64 j = 0; j < D; ++j) oo[j] += r[j];
+  }
   const i64 n = count_row(mb, Tlen);
   if (n == 0) {
     for (i64 j = 0; j < D; ++j) o[j] = T(0);  // never 0/0
@@ -77,17 +56,22 @@ FS_INLINE void backward_row_body(const T* dout, const u8* mask, i64 Tlen, i64 D,
   T* FS_RESTRICT xb = dx + b * Tlen * D;
   const T c = static_cast<T>(count_row(mb, Tlen));
   const T* first = nullptr;  // the row already holding dout[b] / count
+  i64 zero_from = 0;          // start of the current run of masked-out positions
   for (i64 t = 0; t < Tlen; ++t) {
+    if (!mb[t]) continue;
+    if (zero_from < t)
+      std::memset(static_cast<void*>(xb + zero_from * D), 0, static_cast<size_t>((t - zero_from) * D) * sizeof(T));
+    zero_from = t + 1;
     T* FS_RESTRICT r = xb + t * D;
-    if (!mb[t]) {
-      std::memset(static_cast<void*>(r), 0, static_cast<size_t>(D) * sizeof(T));
-    } else if (first) {
+    if (first) {
       std::memcpy(static_cast<void*>(r), first, static_cast<size_t>(D) * sizeof(T));
     } else {
       for (i64 j = 0; j < D; ++j) r[j] = g[j] / c;
       first = r;
     }
   }
+  if (zero_from < Tlen)
+    std::memset(static_cast<void*>(xb + zero_from * D), 0, static_cast<size_t>((Tlen - zero_from) * D) * sizeof(T));
 }
 FS_MULTIVERSION(backward_row, backward_row_body)
 

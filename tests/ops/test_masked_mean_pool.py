@@ -172,16 +172,38 @@ BAD_BACKWARD = [
     ("dout 1-D", dict(dout=np.zeros(4, np.float32)), ValueError),
     ("dout rows != mask rows", dict(dout=np.zeros((3, 4), np.float32)), ValueError),
     ("mask 3-D", dict(mask=np.ones((2, 3, 1), bool)), ValueError),
+    ("out wrong shape", dict(out=np.zeros((2, 3, 5), np.float32)), ValueError),
+    ("out float64 with float32 dout", dict(out=np.zeros((2, 3, 4), np.float64)), TypeError),
+    ("out read-only", dict(out=np.zeros((2, 3, 4), np.float32)), ValueError),
+    ("out not C-contiguous", dict(out=np.zeros((4, 3, 2), np.float32).T), ValueError),
+    ("out a list", dict(out=np.zeros((2, 3, 4)).tolist()), TypeError),
 ]
 
 
 @pytest.mark.parametrize("what,change,exc", BAD_BACKWARD, ids=[c[0] for c in BAD_BACKWARD])
-def test_bad_backward_inputs(backend, to_xp, what, change, exc):
-    args = dict(dout=DOUT, mask=MASK)
+def test_bad_backward_inputs_write_nothing(backend, to_xp, what, change, exc):
+    args = dict(dout=DOUT, mask=MASK, out=None)
     args.update(change)
+    if what == "out read-only":
+        args["out"].flags.writeable = False
+    if args["out"] is None:
+        args["out"] = np.full((2, 3, 4), 3.0, np.float32)  # must come back untouched
+    sentinel = np.array(args["out"], copy=True)
     conv = {k: (to_xp(v) if isinstance(v, np.ndarray) else v) for k, v in args.items()}
     with pytest.raises(exc, match="masked_mean_pool_backward"):
-        fs.masked_mean_pool_backward(conv["dout"], conv["mask"], backend=backend)
+        fs.masked_mean_pool_backward(conv["dout"], conv["mask"], out=conv["out"], backend=backend)
+    if isinstance(args["out"], np.ndarray):
+        np.testing.assert_array_equal(to_np(conv["out"]), sentinel, err_msg="nothing may be written before the error")
+
+
+def test_backward_reuses_out(backend, to_xp):
+    rng = np.random.default_rng(4)
+    mask = rng.random((3, 7)) < 0.5
+    dout = rng.standard_normal((3, 5))
+    buf = to_xp(np.full((3, 7, 5), 7.0))  # stale contents must be overwritten
+    dx = fs.masked_mean_pool_backward(to_xp(dout), to_xp(mask), out=buf, backend=backend)
+    assert dx is buf
+    np.testing.assert_allclose(to_np(dx), reference_backward(dout, mask), rtol=1e-15)
 
 
 def test_backend_selection_is_strict():

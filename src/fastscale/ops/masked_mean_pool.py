@@ -36,16 +36,22 @@ def masked_mean_pool(x, mask, *, backend=None):
     return out
 
 
-def masked_mean_pool_backward(dout, mask, *, backend=None):
+def masked_mean_pool_backward(dout, mask, *, out=None, backend=None):
     """Gradient of :func:`masked_mean_pool` with respect to ``x``: ``dout (B, D)``,
-    ``mask (B, T)`` -> ``(B, T, D)``."""
-    is_cupy = C.array_kind(OPB, dout=dout, mask=mask)
+    ``mask (B, T)`` -> ``(B, T, D)``, written into ``out`` when given (a training loop can
+    reuse one buffer instead of faulting in a fresh ``(B, T, D)`` every step)."""
+    is_cupy = C.array_kind(OPB, dout=dout, mask=mask, out=out)
     C.check_float(OPB, "dout", dout, ndim=2)
     C.check_bool(OPB, "mask", mask, ndim=2)
     C.check_shape(OPB, "dout", dout, (mask.shape[0], dout.shape[1]), f"one row per row of mask {tuple(mask.shape)}")
+    shape = (mask.shape[0], mask.shape[1], dout.shape[1])
     _, impl = _BACKWARD.pick(backend, is_cupy)
-    xp = C.xp_of(is_cupy)
-    out = xp.empty((mask.shape[0], mask.shape[1], dout.shape[1]), dtype=dout.dtype)
+    if out is None:
+        out = C.xp_of(is_cupy).empty(shape, dtype=dout.dtype)
+    else:
+        C.check_float(OPB, "out", out, dtype=dout.dtype)
+        C.check_shape(OPB, "out", out, shape, "(B, T) of mask + (D,) of dout")
+        C.check_writeable(OPB, "out", out)
     impl(dout, mask, out)
     return out
 

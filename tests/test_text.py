@@ -298,6 +298,9 @@ def test_ngram_ids_follow_the_documented_hash(texts, n, buckets, num_words, oov)
         assert seq == words + grams
         assert all(V <= g < V + buckets for g in grams)
     assert tok.sequences_to_texts(seqs) == plain.sequences_to_texts(plain.texts_to_sequences(texts))
+    lists = tok.tokenize(texts)
+    whole, small = tok._ngram_ids(lists), tok._ngram_ids(lists, chunk_tokens=3)  # chunked = whole
+    assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
 
 
 def test_ngram_ids_deterministic_across_processes():
@@ -314,6 +317,20 @@ def test_ngram_ids_deterministic_across_processes():
     tok = Tokenizer(ngrams=3, buckets=1000003)
     tok.fit_on_texts(["the cat sat"])
     assert outs.pop().strip() == str(tok.texts_to_sequences(["the cat sat on the mat", "naïve café ünïcode"]))
+
+
+def test_encoding_follows_later_changes():
+    # Keras users set num_words or replace word_index after fitting: no stale lookup table.
+    tok = Tokenizer()
+    tok.fit_on_texts(SUN)
+    assert tok.texts_to_sequences(["the sun is"]) == [[3, 4, 1]]
+    tok.num_words = 4
+    assert tok.texts_to_sequences(["the sun is"]) == [[3, 1]]
+    tok.num_words = None
+    tok.word_index = {w: 19 - i for w, i in SUN_INDEX.items()}
+    assert tok.texts_to_sequences(["the sun is"]) == [[16, 15, 18]]
+    tok.fit_on_texts(["sun sun sun sun"])
+    assert tok.texts_to_sequences(["the sun is"]) == [[4, 1, 2]]  # sun 5, is 3, in 2, the 1
 
 
 def test_bad_options():

@@ -272,9 +272,11 @@ class Tokenizer:
     # ---------------------------------------------------------------- encoding
     def _lookup(self):
         """word -> final id (num_words and OOV applied), cached until the vocabulary changes."""
-        key = (self.num_words, self.oov_token, id(self.word_index), len(self.word_index))
-        if self._lookup_cache is not None and self._lookup_cache[0] == key:
-            return self._lookup_cache[1]
+        # The dict itself is kept (compared with `is`): a new word_index never reuses a stale map.
+        key = (self.num_words, self.oov_token, len(self.word_index))
+        c = self._lookup_cache
+        if c is not None and c[0] is self.word_index and c[1] == key:
+            return c[2]
         num_words = self.num_words
         oov_index = self.word_index.get(self.oov_token)
         lut = _OOVLookup()
@@ -292,11 +294,28 @@ class Tokenizer:
             encode = lambda seq: [i for i in map(lut.get, seq) if i is not None]  # noqa: E731
         else:  # ids are >= 1, so filter(None) drops exactly the unknown words
             encode = lambda seq: list(filter(None, map(lut.get, seq)))  # noqa: E731
-        self._lookup_cache = (key, encode)
+        self._lookup_cache = (self.word_index, key, encode)
         return encode
 
-    def _ngram_ids(self, token_lists):
-        """All n-gram ids, flat (text after text), and how many each text has (int64 arrays)."""
+    def _ngram_ids(self, token_lists, chunk_tokens=1 << 20):
+        """All n-gram ids, flat (text after text), and how many each text has (int64 arrays).
+
+        Texts are processed in chunks of about ``chunk_tokens`` tokens to bound the temporaries.
+        """
+        ids, counts, start, acc = [], [], 0, 0
+        for i, t in enumerate(token_lists):
+            acc += len(t)
+            if acc >= chunk_tokens:
+                a, b = self._ngram_ids_chunk(token_lists[start : i + 1])
+                ids.append(a)
+                counts.append(b)
+                start, acc = i + 1, 0
+        a, b = self._ngram_ids_chunk(token_lists[start:])
+        if not ids:
+            return a, b
+        return np.concatenate(ids + [a]), np.concatenate(counts + [b])
+
+    def _ngram_ids_chunk(self, token_lists):
         n = self.ngrams
         lens = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
         total = int(lens.sum())

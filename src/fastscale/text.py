@@ -329,9 +329,10 @@ class Tokenizer:
         cols, valid = [], []
         for k in range(1, n):
             # uint64 arithmetic wraps mod 2**64, exactly ngram_hash's recurrence.
-            hk = hk[: total - k] * np.uint64(_NGRAM_MULT) + flat[k:]
+            m = max(total - k, 0)  # n-grams of length k+1 that start in this chunk (or cross texts)
+            hk = hk[:m] * np.uint64(_NGRAM_MULT) + flat[k : k + m]
             col = np.zeros(total, dtype=np.uint64)
-            col[: total - k] = hk
+            col[:m] = hk
             cols.append(col)
             valid.append(left >= k)
         if not cols or total == 0:

@@ -3,7 +3,7 @@
 Pure Python + NumPy (the tokenizer needs no kernel).  ``Tokenizer`` follows Keras'
 ``keras.preprocessing.text.Tokenizer`` exactly (same ``word_counts``, ``word_docs``,
 ``document_count``, ``index_docs``, ``word_index``, same ids, same JSON layout), with three
-fastscale options that are off or harmless for a Keras port:
+fastscale options; of them only ``strip_html`` (on by default) changes a Keras port's ids:
 
 * ``strip_html=True`` (default): before anything else, every HTML line break ``<br>``,
   ``<br/>``, ``<br />`` (``"<br"`` case-insensitive, then any number of ASCII spaces, an

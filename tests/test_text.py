@@ -229,6 +229,10 @@ def test_matches_keras_port(texts, queries, num_words, oov, lower, strip, char_l
     assert dict(tok.index_docs) == ref.index_docs
     seqs = tok.texts_to_sequences(queries)
     assert seqs == ref.texts_to_sequences(queries)
+    # The last fitted texts are encoded from the fit's cached ids: same result.
+    fitted = queries[:2]
+    assert tok._cached(fitted) is not None
+    assert tok.texts_to_sequences(fitted) == ref.texts_to_sequences(fitted)
     assert tok.sequences_to_texts(seqs + [[0, 1, 2, 50]]) == ref.sequences_to_texts(seqs + [[0, 1, 2, 50]])
 
 
@@ -299,7 +303,8 @@ def test_ngram_ids_follow_the_documented_hash(texts, n, buckets, num_words, oov)
         assert all(V <= g < V + buckets for g in grams)
     assert tok.sequences_to_texts(seqs) == plain.sequences_to_texts(plain.texts_to_sequences(texts))
     lists = tok.tokenize(texts)
-    whole, small = tok._ngram_ids(lists), tok._ngram_ids(lists, chunk_tokens=3)  # chunked = whole
+    hashes, lens = tok._token_hashes(lists)
+    whole, small = tok._ngram_ids(hashes, lens), tok._ngram_ids(hashes, lens, chunk_tokens=3)  # chunked = whole
     assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
 
 
@@ -331,6 +336,31 @@ def test_encoding_follows_later_changes():
     assert tok.texts_to_sequences(["the sun is"]) == [[16, 15, 18]]
     tok.fit_on_texts(["sun sun sun sun"])
     assert tok.texts_to_sequences(["the sun is"]) == [[4, 1, 2]]  # sun 5, is 3, in 2, the 1
+
+
+@given(texts=TEXTS, n=st.sampled_from([1, 2, 3]), num_words=st.sampled_from([None, 3]), oov=st.sampled_from([None, "<OOV>"]))
+def test_fit_cache_gives_the_same_ids(texts, n, num_words, oov):
+    tok = Tokenizer(ngrams=n, buckets=50, num_words=num_words, oov_token=oov)
+    tok.fit_on_texts(texts)
+    assert tok._cached(texts) is not None
+    fresh = list(iter(texts))  # same objects: cached; a generator is never cached
+    assert tok.texts_to_sequences(fresh) == tok.texts_to_sequences(iter(texts))
+    a, b = tok.texts_to_bags(texts), tok.texts_to_bags(iter(texts))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[0].dtype == b[0].dtype
+
+
+def test_fit_cache_is_not_used_after_changes():
+    texts = ["The Cat", "the dog"]
+    tok = Tokenizer()
+    tok.fit_on_texts(texts)
+    assert tok.texts_to_sequences(texts) == [[1, 2], [1, 3]]
+    tok.lower = False  # tokenizing rules changed: the cached ids no longer apply
+    assert tok.texts_to_sequences(texts) == [[], [1, 3]]
+    tok.lower = True
+    texts[1] = "dog dog"  # a different text object
+    assert tok._cached(texts) is None and tok.texts_to_sequences(texts) == [[1, 2], [3, 3]]
+    tok.word_index = {"dog": 7}
+    assert tok.texts_to_sequences(["the dog"]) == [[7]]
 
 
 def test_bad_options():

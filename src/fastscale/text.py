@@ -23,8 +23,9 @@ is a ``list`` is taken as its tokens (lower-cased if ``lower``), as in Keras.
 from __future__ import annotations
 
 import json
+import operator
 import re
-from collections import Counter, OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict
 from itertools import chain
 
 import numpy as np
@@ -106,6 +107,45 @@ class _OOVLookup(dict):
         return self.oov
 
 
+class _Enumerator(dict):
+    """key -> 0, 1, 2, ... in first-seen order (the id is assigned on the first lookup)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        v = self[key] = len(self)
+        return v
+
+
+_FIT_CACHE_TOKENS = 1 << 26  # at most 256 MB of cached provisional ids
+_COUNT_CHUNK = 1 << 22
+
+
+def _count(arrays, n_words):
+    """Per provisional id: total count, and number of arrays (texts) containing it (lists)."""
+    counts = np.zeros(n_words, dtype=np.int64)
+    docs = np.zeros(n_words, dtype=np.int64)
+    i = 0
+    while i < len(arrays):
+        # A chunk of whole texts (a text's ids are deduplicated within the text only).
+        j, acc = i, 0
+        while j < len(arrays) and (acc == 0 or acc + len(arrays[j]) <= _COUNT_CHUNK):
+            acc += len(arrays[j])
+            j += 1
+        chunk = arrays[i:j]
+        flat = np.concatenate(chunk).astype(np.int64)
+        lens = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        counts += np.bincount(flat, minlength=n_words)
+        # Unique (text, id) pairs: sort the keys text * n + id, keep the first of each run.
+        keys = np.repeat(np.arange(len(chunk), dtype=np.int64), lens) * n_words + flat
+        keys.sort()
+        first = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        docs += np.bincount(keys[first] % max(n_words, 1), minlength=n_words)
+        i = j
+    return counts.tolist(), docs.tolist()
+
+
 def text_to_word_sequence(text, filters=DEFAULT_FILTERS, lower=True, split=" "):
     """Keras' ``text_to_word_sequence``: lower, filters -> ``split``, split, drop empties."""
     if lower:
@@ -168,6 +208,7 @@ class Tokenizer:
         self.buckets = int(buckets)
         self._hashes = _HashCache()
         self._lookup_cache = None
+        self._fit_cache = None
 
     # ---------------------------------------------------------------- tokenizing
     def _tokenizer(self):
@@ -221,19 +262,46 @@ class Tokenizer:
     def fit_on_texts(self, texts):
         """Update the vocabulary from ``texts`` (str, or list of tokens), as Keras does."""
         tok = self._tokenizer()
-        counts = Counter(self.word_counts)  # keeps first-seen order; ties are broken by it
-        docs = Counter(self.word_docs)
-        n = 0
+        first_seen = _Enumerator()  # word -> provisional id, in first-seen order
+        get = first_seen.__getitem__
+        arrays = []
         for text in texts:
             seq = tok(text)
-            n += 1
-            counts.update(seq)
-            # dict.fromkeys, not set: same counts, but a deterministic word_docs order.
-            docs.update(dict.fromkeys(seq).keys())
-        self.document_count += n
-        self.word_counts = OrderedDict(counts)
-        self.word_docs = defaultdict(int, docs)
+            arrays.append(np.fromiter(map(get, seq), dtype=np.int32, count=len(seq)))
+        words = list(first_seen)
+        counts, docs = _count(arrays, len(words))
+        self.document_count += len(arrays)
+        if self.word_counts:
+            wc, wd = self.word_counts, self.word_docs
+            for w, c, d in zip(words, counts, docs):
+                wc[w] = wc.get(w, 0) + c
+                wd[w] = wd.get(w, 0) + d
+        else:
+            self.word_counts = OrderedDict(zip(words, counts))
+            self.word_docs = defaultdict(int, zip(words, docs))
         self._rebuild_index()
+        # Fitting then encoding the same texts is the common case: keep their provisional ids
+        # (4 bytes a token) so that encoding them needs no second tokenizing pass.
+        self._fit_cache = None
+        total = sum(map(len, arrays))
+        if isinstance(texts, (list, tuple)) and total <= _FIT_CACHE_TOKENS:
+            self._fit_cache = (tuple(texts), self._options(), words, arrays)
+
+    def _options(self):
+        return (self.filters, self.lower, self.split, self.char_level, self.strip_html)
+
+    def _cached(self, texts):
+        """The provisional ids of ``texts`` if they are exactly the last fitted texts."""
+        c = self._fit_cache
+        if (
+            c is None
+            or not isinstance(texts, (list, tuple))
+            or len(texts) != len(c[0])
+            or c[1] != self._options()
+            or not all(map(operator.is_, texts, c[0]))  # str is immutable: same object, same text
+        ):
+            return None
+        return c
 
     def fit_on_sequences(self, sequences):
         """Keras' ``fit_on_sequences``: ``index_docs`` from id sequences."""
@@ -271,7 +339,9 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding
     def _lookup(self):
-        """word -> final id (num_words and OOV applied), cached until the vocabulary changes."""
+        """``(lut, plain, encode)``: ``lut`` maps word -> final id (num_words and OOV applied;
+        unknown words give the OOV id); ``plain`` says every id is an int >= 1 (no Keras edge
+        case); ``encode`` maps a token list to its id list.  Cached until the vocabulary changes."""
         # The dict itself is kept (compared with `is`): a new word_index never reuses a stale map.
         key = (self.num_words, self.oov_token, len(self.word_index))
         c = self._lookup_cache
@@ -287,45 +357,82 @@ class Tokenizer:
                     lut[w] = oov_index
             else:
                 lut[w] = i
+        plain = all(type(i) is int and i >= 1 for i in lut.values())
         if self.oov_token is not None:
             # Keras appends word_index.get(oov_token) for unknown words (None if never fitted).
+            plain = plain and type(oov_index) is int and oov_index >= 1
             encode = lambda seq: list(map(lut.__getitem__, seq))  # noqa: E731
-        elif 0 in lut.values() or None in lut.values():
+        elif not plain:
             encode = lambda seq: [i for i in map(lut.get, seq) if i is not None]  # noqa: E731
         else:  # ids are >= 1, so filter(None) drops exactly the unknown words
             encode = lambda seq: list(filter(None, map(lut.get, seq)))  # noqa: E731
-        self._lookup_cache = (self.word_index, key, encode)
-        return encode
+        self._lookup_cache = (self.word_index, key, (lut, plain, encode))
+        return lut, plain, encode
 
-    def _ngram_ids(self, token_lists, chunk_tokens=1 << 20):
-        """All n-gram ids, flat (text after text), and how many each text has (int64 arrays).
+    def _encode_cached(self, texts):
+        """For the last fitted texts, from their cached provisional ids: ``(word ids int64,
+        word offsets int64 (B+1,), token hashes uint64 or None, tokens per text)``; else None."""
+        c = self._cached(texts)
+        if c is None:
+            return None
+        lut, plain, _ = self._lookup()
+        if not plain:
+            return None
+        _, _, words, arrays = c
+        miss = -1 if self.oov_token is None else lut.oov
+        final = np.fromiter((lut.get(w, miss) for w in words), dtype=np.int64, count=len(words))
+        lens = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        prov = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+        ids = final[prov]
+        if self.oov_token is None:  # drop unknown words and those >= num_words
+            keep = ids >= 0
+            kept = np.zeros(len(ids) + 1, dtype=np.int64)
+            np.cumsum(keep, out=kept[1:])
+            ids, woff = ids[keep], kept[offsets]
+        else:
+            woff = offsets
+        hashes = None
+        if self.ngrams > 1:
+            hw = np.fromiter(map(self._hashes.__getitem__, words), dtype=np.uint64, count=len(words))
+            hashes = hw[prov]
+        return ids, woff, hashes, lens
 
-        Texts are processed in chunks of about ``chunk_tokens`` tokens to bound the temporaries.
-        """
-        ids, counts, start, acc = [], [], 0, 0
-        for i, t in enumerate(token_lists):
-            acc += len(t)
-            if acc >= chunk_tokens:
-                a, b = self._ngram_ids_chunk(token_lists[start : i + 1])
-                ids.append(a)
-                counts.append(b)
-                start, acc = i + 1, 0
-        a, b = self._ngram_ids_chunk(token_lists[start:])
-        if not ids:
-            return a, b
-        return np.concatenate(ids + [a]), np.concatenate(counts + [b])
-
-    def _ngram_ids_chunk(self, token_lists):
-        n = self.ngrams
+    def _token_hashes(self, token_lists):
         lens = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-        total = int(lens.sum())
         hget = self._hashes.__getitem__
-        flat = np.fromiter(chain.from_iterable(map(hget, t) for t in token_lists), dtype=np.uint64, count=total)
-        # Tokens left in the own text after position i (an n-gram of length k+1 needs >= k).
+        flat = np.fromiter(chain.from_iterable(map(hget, t) for t in token_lists), dtype=np.uint64, count=int(lens.sum()))
+        return flat, lens
+
+    def _ngram_ids(self, hashes, lens, chunk_tokens=1 << 20):
+        """All n-gram ids (int64, text after text) and how many each text has, from the flat
+        token hashes and tokens per text.  Chunks of about ``chunk_tokens`` tokens bound the
+        temporaries."""
+        ids, counts = [], []
+        ends = np.cumsum(lens)
+        i = 0
+        while i < len(lens) or not ids:
+            base = int(ends[i - 1]) if i else 0
+            j = max(int(np.searchsorted(ends, base + chunk_tokens, side="right")), i + 1)
+            j = min(j, len(lens))
+            stop = int(ends[j - 1]) if j else 0
+            a, b = self._ngram_ids_chunk(hashes[base:stop], lens[i:j])
+            ids.append(a)
+            counts.append(b)
+            i = j
+            if i >= len(lens):
+                break
+        return np.concatenate(ids), np.concatenate(counts)
+
+    def _ngram_ids_chunk(self, flat, lens):
+        n = self.ngrams
+        total = len(flat)
         starts = np.zeros(len(lens), dtype=np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
+        # Tokens left in the own text after position i (an n-gram of length k+1 needs >= k).
         left = np.repeat(starts + lens, lens) - np.arange(total, dtype=np.int64) - 1
-        hk = flat.copy()
+        hk = flat
         cols, valid = [], []
         for k in range(1, n):
             # uint64 arithmetic wraps mod 2**64, exactly ngram_hash's recurrence.
@@ -335,24 +442,33 @@ class Tokenizer:
             col[:m] = hk
             cols.append(col)
             valid.append(left >= k)
-        if not cols or total == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(len(lens), dtype=np.int64)
+        per_text = np.zeros(len(lens), dtype=np.int64)
+        if total == 0:
+            return np.zeros(0, dtype=np.int64), per_text
         # Row-major over (position, length): fastText's order, by start then by length.
         h = np.stack(cols, axis=1)[np.stack(valid, axis=1)]
         ids = (h % np.uint64(self.buckets)).astype(np.int64) + self.vocab_size
-        per_text = np.zeros(len(lens), dtype=np.int64)
         for k in range(1, n):
             per_text += np.maximum(lens - k, 0)
         return ids, per_text
 
     def texts_to_sequences(self, texts):
         """Each text as a list of ids (then its n-gram ids when ``ngrams > 1``)."""
+        cached = self._encode_cached(texts)
+        if cached is not None:
+            ids, woff, hashes, lens = cached
+            wl, wo = ids.tolist(), woff.tolist()
+            if self.ngrams == 1:
+                return [wl[a:b] for a, b in zip(wo, wo[1:])]
+            gids, per_text = self._ngram_ids(hashes, lens)
+            gl, go = gids.tolist(), [0] + np.cumsum(per_text).tolist()
+            return [wl[a:b] + gl[c:d] for a, b, c, d in zip(wo, wo[1:], go, go[1:])]
         tok = self._tokenizer()
-        encode = self._lookup()
+        encode = self._lookup()[2]
         if self.ngrams == 1:
             return [encode(tok(t)) for t in texts]
         token_lists = [tok(t) for t in texts]
-        gram_ids, per_text = self._ngram_ids(token_lists)
+        gram_ids, per_text = self._ngram_ids(*self._token_hashes(token_lists))
         grams = gram_ids.tolist()
         ends = np.cumsum(per_text).tolist()
         out, s = [], 0
@@ -394,16 +510,21 @@ class Tokenizer:
     def texts_to_bags(self, texts):
         """``(ids int32 (N,), offsets int64 (B+1,))`` for ``embedding_bag``: the ids of text
         ``b`` (words, then n-grams) are ``ids[offsets[b]:offsets[b+1]]``; no padding."""
-        tok = self._tokenizer()
-        encode = self._lookup()
-        token_lists = [tok(t) for t in texts]
-        word_seqs = [encode(t) for t in token_lists]
+        cached = self._encode_cached(texts)
+        if cached is not None:
+            wids, woff, hashes, lens = cached
+        else:
+            tok = self._tokenizer()
+            encode = self._lookup()[2]
+            token_lists = [tok(t) for t in texts]
+            wids, woff = sequences_to_bags([encode(t) for t in token_lists], dtype=np.int64)
+            if self.ngrams > 1:
+                hashes, lens = self._token_hashes(token_lists)
         if self.ngrams == 1:
-            return sequences_to_bags(word_seqs)
-        wids, woff = sequences_to_bags(word_seqs, dtype=np.int64)
-        gids, gcount = self._ngram_ids(token_lists)
+            return _checked_ids(wids, np.int32), woff
         if self.num_ids > np.iinfo(np.int32).max:
             raise ValueError(f"Tokenizer: num_ids {self.num_ids} does not fit int32 ids")
+        gids, gcount = self._ngram_ids(hashes, lens)
         wlen = np.diff(woff)
         offsets = np.zeros(len(wlen) + 1, dtype=np.int64)
         np.cumsum(wlen + gcount, out=offsets[1:])
@@ -492,6 +613,11 @@ def sequences_to_bags(sequences, dtype=np.int32):
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(offsets[-1]))
+    return _checked_ids(flat, dtype), offsets
+
+
+def _checked_ids(flat, dtype):
+    """``flat`` as ``dtype`` after checking every id is an integer in ``[0, max of dtype]``."""
     if flat.size and not np.issubdtype(flat.dtype, np.integer):
         raise TypeError(f"sequences_to_bags: ids must be integers, got dtype {flat.dtype}")
     if flat.size:
@@ -501,7 +627,7 @@ def sequences_to_bags(sequences, dtype=np.int32):
             bad = lo if lo < 0 else hi
             pos = int(np.argmax(flat == bad))
             raise ValueError(f"sequences_to_bags: ids must be in [0, {info.max}], got {bad} at position {pos}")
-    return flat.astype(dtype, copy=False), offsets
+    return flat.astype(dtype, copy=False)
 
 
 _PADDINGS = ("pre", "post")

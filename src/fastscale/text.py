@@ -260,7 +260,12 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- fitting
     def fit_on_texts(self, texts):
-        """Update the vocabulary from ``texts`` (str, or list of tokens), as Keras does."""
+        """Update the vocabulary from ``texts`` (str, or list of tokens), as Keras does.
+
+        When ``texts`` is a list or tuple, the token ids of this fit are kept (4 bytes a token,
+        up to 2**26 tokens) until the next fit, so that encoding exactly these text objects
+        again (``texts_to_sequences(texts)``, ``texts_to_bags(texts)``) skips tokenizing.
+        """
         tok = self._tokenizer()
         first_seen = _Enumerator()  # word -> provisional id, in first-seen order
         get = first_seen.__getitem__
@@ -460,9 +465,9 @@ class Tokenizer:
             wl, wo = ids.tolist(), woff.tolist()
             if self.ngrams == 1:
                 return [wl[a:b] for a, b in zip(wo, wo[1:])]
-            gids, per_text = self._ngram_ids(hashes, lens)
-            gl, go = gids.tolist(), [0] + np.cumsum(per_text).tolist()
-            return [wl[a:b] + gl[c:d] for a, b, c, d in zip(wo, wo[1:], go, go[1:])]
+            ids, offsets = _interleave(ids, woff, *self._ngram_ids(hashes, lens), np.int64)
+            al, ao = ids.tolist(), offsets.tolist()  # one slice per text, no list concatenation
+            return [al[a:b] for a, b in zip(ao, ao[1:])]
         tok = self._tokenizer()
         encode = self._lookup()[2]
         if self.ngrams == 1:
@@ -524,17 +529,7 @@ class Tokenizer:
             return _checked_ids(wids, np.int32), woff
         if self.num_ids > np.iinfo(np.int32).max:
             raise ValueError(f"Tokenizer: num_ids {self.num_ids} does not fit int32 ids")
-        gids, gcount = self._ngram_ids(hashes, lens)
-        wlen = np.diff(woff)
-        offsets = np.zeros(len(wlen) + 1, dtype=np.int64)
-        np.cumsum(wlen + gcount, out=offsets[1:])
-        ids = np.empty(int(offsets[-1]), dtype=np.int32)
-        # Word j of text b goes to offsets[b] + j, its n-gram j to offsets[b] + wlen[b] + j.
-        ids[np.repeat(offsets[:-1] - woff[:-1], wlen) + np.arange(len(wids))] = wids
-        gstart = np.zeros(len(gcount), dtype=np.int64)
-        np.cumsum(gcount[:-1], out=gstart[1:])
-        ids[np.repeat(offsets[:-1] + wlen - gstart, gcount) + np.arange(len(gids))] = gids
-        return ids, offsets
+        return _interleave(wids, woff, *self._ngram_ids(hashes, lens), np.int32)
 
     def sequences_to_bags(self, sequences):
         """Same as the module function ``sequences_to_bags``."""
@@ -592,6 +587,20 @@ def tokenizer_from_json(json_string):
     tok.word_index = word_index
     tok.index_word = index_word
     return tok
+
+
+def _interleave(wids, woff, gids, gcount, dtype):
+    """Per text, its word ids then its n-gram ids: ``(ids, offsets)``."""
+    wlen = np.diff(woff)
+    offsets = np.zeros(len(wlen) + 1, dtype=np.int64)
+    np.cumsum(wlen + gcount, out=offsets[1:])
+    ids = np.empty(int(offsets[-1]), dtype=dtype)
+    # Word j of text b goes to offsets[b] + j, its n-gram j to offsets[b] + wlen[b] + j.
+    ids[np.repeat(offsets[:-1] - woff[:-1], wlen) + np.arange(len(wids))] = wids
+    gstart = np.zeros(len(gcount), dtype=np.int64)
+    np.cumsum(gcount[:-1], out=gstart[1:])
+    ids[np.repeat(offsets[:-1] + wlen - gstart, gcount) + np.arange(len(gids))] = gids
+    return ids, offsets
 
 
 def sequences_to_bags(sequences, dtype=np.int32):

@@ -13,7 +13,11 @@ from hypothesis import HealthCheck, settings
 from fastscale import _backends
 
 settings.register_profile(
-    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    "ci",
+    max_examples=60,
+    deadline=None,
+    # The backend fixtures are stateless names, so reusing them across examples is safe.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
     "long", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)

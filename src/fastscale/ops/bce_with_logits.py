@@ -27,7 +27,10 @@ OP = "bce_with_logits"
 # ---------------------------------------------------------------------------- public API
 def bce_with_logits(logits, targets, *, backend=None):
     """``(mean loss as a float, dlogits)`` for logits and 0/1 (or soft) targets."""
-    is_cupy = C.array_kind(OP, logits=logits, targets=targets)
+    if type(logits) is np.ndarray and type(targets) is np.ndarray:
+        is_cupy = False  # the common case, without the generic per-argument walk
+    else:
+        is_cupy = C.array_kind(OP, logits=logits, targets=targets)
     C.check_float(OP, "logits", logits)
     C.check_float(OP, "targets", targets, dtype=logits.dtype)
     C.check_shape(OP, "targets", targets, logits.shape, "the shape of logits")

@@ -29,6 +29,17 @@ _CODE = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 
 
 # ---------------------------------------------------------------------------- public API
+# At the origin's sizes the kernel takes microseconds, so the checks must too.  Each public
+# function first tries a fast *accept* test that can only say "valid numpy arrays"; anything
+# else goes through the full checks below, which raise the uniform errors.
+_ND = np.ndarray
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _act_code(activation):
+    return _CODE.get(activation) if activation is None or type(activation) is str else None
+
+
 def _check_x_weight(op, x, weight):
     C.check_float(op, "x", x, ndim=2)
     C.check_float(op, "weight", weight, ndim=2, dtype=x.dtype)
@@ -39,31 +50,46 @@ def _check_x_weight(op, x, weight):
         )
 
 
+def _check_forward(x, weight, bias, activation):
+    """Every check of dense_forward; returns is_cupy."""
+    is_cupy = C.array_kind(OP, x=x, weight=weight, bias=bias)
+    _check_x_weight(OP, x, weight)
+    if bias is not None:
+        C.check_float(OP, "bias", bias, ndim=1, dtype=x.dtype)
+        C.check_shape(OP, "bias", bias, (weight.shape[1],), f"(O,) with weight of shape {tuple(weight.shape)}")
+    C.choice(OP, "activation", activation, ACTIVATIONS)
+    return is_cupy
+
+
 def dense_forward(x, weight, bias=None, activation=None, *, backend=None):
     """``act(x @ weight + bias)``: ``(B, I)`` and ``(I, O)`` -> ``(B, O)``, in one pass.
 
     float32 or float64, all arrays of one dtype.  A new array is returned.
     """
-    is_cupy = C.array_kind(OP, x=x, weight=weight, bias=bias)
-    _check_x_weight(OP, x, weight)
-    O = weight.shape[1]
-    if bias is not None:
-        C.check_float(OP, "bias", bias, ndim=1, dtype=x.dtype)
-        C.check_shape(OP, "bias", bias, (O,), f"(O,) with weight of shape {tuple(weight.shape)}")
-    act = _CODE[C.choice(OP, "activation", activation, ACTIVATIONS)]
+    act = _act_code(activation)
+    if (
+        act is not None
+        and type(x) is _ND
+        and type(weight) is _ND
+        and x.ndim == 2
+        and weight.ndim == 2
+        and x.dtype in _FLOAT_DTYPES
+        and weight.dtype is x.dtype
+        and weight.shape[0] == x.shape[1]
+        and (bias is None or (type(bias) is _ND and bias.dtype is x.dtype and bias.shape == (weight.shape[1],)))
+    ):
+        is_cupy = False
+    else:
+        is_cupy = _check_forward(x, weight, bias, activation)
+        act = _CODE[activation]
     _, impl = _IMPL.pick(backend, is_cupy)
-    out = C.xp_of(is_cupy).empty((x.shape[0], O), dtype=x.dtype)
+    out = C.xp_of(is_cupy).empty((x.shape[0], weight.shape[1]), dtype=x.dtype)
     impl(x, weight, bias, act, out)
     return out
 
 
-def dense_backward(dout, x, weight, out, activation, *, need_dx=True, backend=None):
-    """Gradients of :func:`dense_forward`: ``(dx or None, dweight, dbias)``.
-
-    ``dout`` is ``(B, O)``, the gradient of the loss with respect to the forward output;
-    ``out`` is that output (post-activation), used for the activation's derivative (it may
-    be None when ``activation`` is None or ``"linear"``).  ``dbias`` is always computed.
-    """
+def _check_backward(dout, x, weight, out, activation, need_dx):
+    """Every check of dense_backward; returns is_cupy."""
     is_cupy = C.array_kind(OPB, dout=dout, x=x, weight=weight, out=out)
     _check_x_weight(OPB, x, weight)
     B, O = x.shape[0], weight.shape[1]
@@ -78,11 +104,41 @@ def dense_backward(dout, x, weight, out, activation, *, need_dx=True, backend=No
         C.check_shape(OPB, "out", out, (B, O), "the shape of dout")
     if not isinstance(need_dx, (bool, np.bool_)):
         raise TypeError(f"{OPB}: argument 'need_dx' must be a bool, got {type(need_dx).__name__}")
+    return is_cupy
+
+
+def dense_backward(dout, x, weight, out, activation, *, need_dx=True, backend=None):
+    """Gradients of :func:`dense_forward`: ``(dx or None, dweight, dbias)``.
+
+    ``dout`` is ``(B, O)``, the gradient of the loss with respect to the forward output;
+    ``out`` is that output (post-activation), used for the activation's derivative (it may
+    be None when ``activation`` is None or ``"linear"``).  ``dbias`` is always computed.
+    """
+    act = _act_code(activation)
+    if (
+        act is not None
+        and type(x) is _ND
+        and type(weight) is _ND
+        and type(dout) is _ND
+        and x.ndim == 2
+        and weight.ndim == 2
+        and x.dtype in _FLOAT_DTYPES
+        and weight.dtype is x.dtype
+        and dout.dtype is x.dtype
+        and weight.shape[0] == x.shape[1]
+        and dout.shape == (x.shape[0], weight.shape[1])
+        and (act == 0 if out is None else (type(out) is _ND and out.dtype is x.dtype and out.shape == dout.shape))
+        and (need_dx is True or need_dx is False)
+    ):
+        is_cupy = False
+    else:
+        is_cupy = _check_backward(dout, x, weight, out, activation, need_dx)
+        act = _CODE[activation]
     _, impl = _BACKWARD.pick(backend, is_cupy)
     xp = C.xp_of(is_cupy)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     dweight = xp.empty(weight.shape, dtype=x.dtype)
-    dbias = xp.empty((O,), dtype=x.dtype)
+    dbias = xp.empty((weight.shape[1],), dtype=x.dtype)
     impl(dout, x, weight, out if act else None, act, dx, dweight, dbias)
     return dx, dweight, dbias
 

@@ -16,6 +16,7 @@ every check, ``reference()`` / ``reference_backward()``, then the backends.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -336,6 +337,21 @@ def _numba_backward(dout, x, weight, out, act, dx, dweight, dbias):
 
 
 # ---------------------------------------------------------------------------- cpp
+# One growing scratch buffer per thread and dtype, reused across steps (the kernel's dz and
+# W^T; never returned to the caller).
+_scratch_local = threading.local()
+
+
+def _scratch(n, dtype):
+    cache = getattr(_scratch_local, "bufs", None)
+    if cache is None:
+        cache = _scratch_local.bufs = {}
+    buf = cache.get(dtype)
+    if buf is None or buf.size < n:
+        buf = cache[dtype] = np.empty(max(n, 1024), dtype)
+    return buf
+
+
 def _cpp_forward(x, weight, bias, act, out):
     cpu = _backends.module("cpp")
     cpu.dense_forward(
@@ -350,7 +366,7 @@ def _cpp_backward(dout, x, weight, out, act, dx, dweight, dbias):
     O = weight.shape[1]
     # Scratch the kernel needs: dz (B*O) with an activation, W^T (O*I) for dx when O > 1.
     n = (B * O if act else 0) + (O * I if dx is not None and O > 1 else 0)
-    work = np.empty(n, x.dtype) if n else None
+    work = _scratch(n, x.dtype) if n else None
     cpu.dense_backward(
         C.contiguous(dout),
         C.contiguous(x),

@@ -33,7 +33,12 @@ enum Act : int { ACT_NONE = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_TANH = 3 };
 
 constexpr int MR = 4;          // rows per register tile
 constexpr i64 PANEL = 384;     // columns per work item: a multiple of every tile width
-constexpr i64 PAR_MIN = 1 << 15;  // multiply-adds below which one thread beats a fork
+// Multiply-adds per GEMM below which the caller's thread does it alone.  Measured here: at
+// 64x128x64 (0.5 M) two threads took the forward from 6.6 to 4.4 us and the backward not at
+// all when the cores are free, but when they are oversubscribed (other processes or thread
+// pools) each fork/join can wait a scheduler tick (~10 ms).  One thread is already ahead
+// of NumPy + OpenBLAS at these sizes, so only larger problems fork.
+constexpr i64 PAR_MIN = 1 << 20;
 
 template <int VB_, int NV_>
 struct Cfg {
@@ -269,12 +274,16 @@ FS_INLINE void dz_rows_body(const T* dout, const T* out, int act, T* dz, i64 r0,
 }
 FS_MULTIVERSION(dz_rows, dz_rows_body)
 
-// wt (O, I) = W^T for W rows [i0, i1).
+// Rows [j0, j1) of wt (O, I) = W^T: a thread writes whole rows of wt, so two threads never
+// share a cache line of it; W (read with stride O) is small and cache-resident.
 template <class T>
-FS_INLINE void transpose_rows(const T* w, T* wt, i64 i0, i64 i1, i64 I, i64 O) {
-  for (i64 j = 0; j < O; ++j)
-    for (i64 i = i0; i < i1; ++i) wt[j * I + i] = w[i * O + j];
+FS_INLINE void transpose_body(const T* w, T* wt, i64 j0, i64 j1, i64 I, i64 O) {
+  for (i64 j = j0; j < j1; ++j) {
+    T* FS_RESTRICT r = wt + j * I;
+    for (i64 i = 0; i < I; ++i) r[i] = w[i * O + j];
+  }
 }
+FS_MULTIVERSION(transpose_rows, transpose_body)
 
 // db[n0:n1] = sum over rows b = 0, 1, ... of dz[b, n0:n1] (vectorised across columns).
 template <class T>
@@ -310,8 +319,8 @@ void backward_kernel(const T* dout, const T* x, const T* w, const T* out, int ac
   const Gemm<T> gx{dz, O, 1, need_wt ? wt : w, I, nullptr, dx, I, B, I, O, ACT_NONE};
 
   const i64 nw = gemm_items(gw), nx = dx ? gemm_items(gx) : 0, nb = cdiv(O, PANEL);
-  const i64 nrow = cdiv(B, ROWS), nwt = need_wt ? cdiv(I, ROWS) : 0;
-  const bool par = (nw + nx + nb) > 1 && 2 * B * I * O >= PAR_MIN;
+  const i64 nrow = cdiv(B, ROWS), nwt = need_wt ? cdiv(O, ROWS) : 0;
+  const bool par = (nw + nx + nb) > 1 && B * I * O >= PAR_MIN;
 
 #pragma omp parallel num_threads(get_num_threads()) if (par)
   {
@@ -321,9 +330,11 @@ void backward_kernel(const T* dout, const T* x, const T* w, const T* out, int ac
     }
     if (need_wt) {
 #pragma omp for schedule(static) nowait
-      for (i64 ib = 0; ib < nwt; ++ib) transpose_rows(w, wt, ib * ROWS, std::min(I, ib * ROWS + ROWS), I, O);
+      for (i64 jb = 0; jb < nwt; ++jb) transpose_rows<T>(w, wt, jb * ROWS, std::min(O, jb * ROWS + ROWS), I, O);
     }
+    if (need_dz || need_wt) {
 #pragma omp barrier
+    }
     // Items differ in cost (dW vs dx tiles), hence dynamic; which thread takes an item
     // never changes what it computes.
 #pragma omp for schedule(dynamic, 1)

@@ -173,7 +173,8 @@ def test_inputs_are_not_modified(backend, to_xp):
     np.testing.assert_array_equal(to_np(out), out_copy)
 
 
-THREAD_SHAPES = [(64, 128, 64, "relu"), (64, 64, 1, "sigmoid"), (37, 300, 70, "tanh"), (130, 3, 401, None)]
+# Big enough to fork (>= 2**20 multiply-adds per GEMM), plus the origin shapes (one thread).
+THREAD_SHAPES = [(64, 128, 64, "relu"), (64, 64, 1, "sigmoid"), (130, 300, 70, "tanh"), (1030, 3, 401, None)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

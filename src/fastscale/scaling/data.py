@@ -141,14 +141,15 @@ def _to_csr(seqs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tokenize(train_texts, other: dict[str, list[str]]):
-    """Fit a fastscale Tokenizer (Keras rules, OOV token) on the training pool, map every split."""
+    """Fit a fastscale Tokenizer (Keras rules, OOV token) on the training pool and encode
+    every split straight to CSR bags."""
     from fastscale import text
 
     tok = text.Tokenizer(oov_token="<OOV>")
     tok.fit_on_texts(train_texts)
-    out = {"pool": tok.texts_to_sequences(train_texts)}
+    out = {"pool": tok.texts_to_bags(train_texts)}
     for k, v in other.items():
-        out[k] = tok.texts_to_sequences(v)
+        out[k] = tok.texts_to_bags(v)
     return out, len(tok.word_index) + 1
 
 
@@ -173,10 +174,11 @@ def _text_source(spec: SweepSpec, train_path: str, test_path: str | None, fp_par
     seqs, n_words = _tokenize([texts[i] for i in pool_idx], {"val": [texts[i] for i in val_idx], "test": test_texts})
     arrays = {}
     for name, labels in (("pool", y[pool_idx]), ("val", y[val_idx]), ("test", np.asarray(test_y))):
-        ids, off = _to_csr(seqs[name])
+        ids, off = seqs[name]
+        ids, off = np.asarray(ids, np.int32), np.asarray(off, np.int64)
         arrays.update({f"{name}_ids": ids, f"{name}_offsets": off, f"{name}_y": np.asarray(labels, np.float32)})
     meta = {"source": d["source"], "n_pool": len(pool_idx), "n_val": n_val, "n_test": len(test_y),
-            "n_words": n_words, "tokenizer": "fastscale.text.Tokenizer(oov_token='<OOV>') fitted on the pool"}
+            "n_words": n_words, "tokenizer": "fastscale.text.Tokenizer(oov_token='<OOV>', strip_html=True) fitted on the pool"}
     return SweepData(arrays, _finish_meta(meta, spec, fp_parts))
 
 

@@ -48,7 +48,7 @@ def test_synthetic_sweep_trains_fits_and_reports(tmp_path):
     # more data helps, on average over model sizes and seeds
     mean = {n: sum(r["test_loss"] for r in recs if r["n_train"] == n) / 6 for n in (250, 2000)}
     assert mean[2000] < mean[250]
-    fits = fit_sweep(out, ["chinchilla", "envelope"], n_bootstrap=20)
+    fits = fit_sweep(out, ["chinchilla", "envelope"], n_bootstrap=10)
     assert "chinchilla" in fits
     text = open(write_report(out, fits)).read()
     assert "## Fit: chinchilla" in text and "Bayes-optimal test loss" in text

@@ -289,3 +289,13 @@ def test_dask_local_cluster_with_a_worker_killed_mid_sweep(tmp_path, monkeypatch
     ok = [r for r in recs if r["status"] == "ok"]
     assert len(ok) == len({r["run_id"] for r in ok}) == 12
     assert all(r["engine"] == "dask" for r in recs)
+
+
+def test_dask_existing_cluster_by_address(tmp_path):
+    distributed = pytest.importorskip("distributed", reason="dask distributed not installed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as c:
+        out = str(tmp_path / "run")
+        # an address means a cluster that may not share our disk: the data is scattered
+        counts = R.run_sweep(spec(), out, train_fn=FAKE, progress=False, address=c.scheduler_address)
+    assert counts["ok"] == 12
+    assert len({r["run_id"] for r in R.read_records(os.path.join(out, "runs.jsonl"))}) == 12

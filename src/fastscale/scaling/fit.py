@@ -309,6 +309,7 @@ class CurveFit:
     label: str = ""
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     residuals: list[dict] = field(default_factory=list)
+    group: dict[str, float] = field(default_factory=dict)  # e.g. {"params_total": N} of a per-model curve
 
     def predict(self, *xs, level: float = 0.95):
         """(point, lo, hi) for the mean loss at the given sizes; lo/hi from the bootstrap."""
@@ -334,6 +335,7 @@ class CurveFit:
             "diagnostics": self.diagnostics,
             "warnings": self.warnings,
             "residuals": self.residuals,
+            "group": self.group,
             "bootstrap_params": None if self.boot is None else self.boot.tolist(),
         }
 
@@ -345,6 +347,7 @@ class CurveFit:
             objective=d["objective"], n_runs=d["n_runs"], n_cells=d["n_cells"], diagnostics=d["diagnostics"],
             warnings=d["warnings"], boot=None if boot is None else np.asarray(boot, float), label=d.get("label", ""),
             intervals={k: tuple(v) for k, v in d.get("intervals_95", {}).items()}, residuals=d.get("residuals", []),
+            group=d.get("group", {}),
         )
 
 
@@ -556,9 +559,10 @@ def _fit_form(form, records, model_axis, data_axis, target, n_bootstrap, seed, l
             sub = [r for r in records if float(r[model_axis]) == n]
             if len({float(r[data_axis]) for r in sub}) < 3:
                 continue
-            curves.append(fit_curve("power_offset", _col(sub, data_axis)[:, None], _col(sub, target),
-                                    axes=(data_axis,), n_bootstrap=n_bootstrap, seed=seed + i,
-                                    label=f"{label_prefix}{model_axis}={n:g}".strip()))
+            c = fit_curve("power_offset", _col(sub, data_axis)[:, None], _col(sub, target), axes=(data_axis,),
+                          n_bootstrap=n_bootstrap, seed=seed + i, label=f"{label_prefix}{model_axis}={n:,.0f}".strip())
+            c.group = {model_axis: n}
+            curves.append(c)
         if not curves:
             raise ValueError("fit_law: power_offset needs >= 3 data sizes for at least one model size")
         return curves
@@ -577,7 +581,7 @@ def _heldout_rows(form, fit_curves, held, model_axis, data_axis, target, what):
         elif form == "envelope":
             curve, xs = fit_curves[0], (np.array([d]),)
         else:
-            match = [c for c in fit_curves if c.label.endswith(f"{model_axis}={n:g}")]
+            match = [c for c in fit_curves if c.group.get(model_axis) == n]
             if not match:
                 continue
             curve, xs = match[0], (np.array([d]),)
@@ -636,7 +640,7 @@ def fit_law(records, form: str = "chinchilla", *, target: str = "test_loss", mod
             try:
                 hc = _fit_form(form, train, model_axis, data_axis, target, hb, seed + 1000, label_prefix="heldout ")
             except ValueError as e:
-                warnings.append(f"held-out check without the {what} skipped: {e}")
+                warnings.append(f"{form} held-out check without the {what} skipped: {e}")
                 continue
             if form == "envelope":
                 held = [r for r in envelope_records(recs, model_axis, data_axis, target) if float(r[axis]) == top]
@@ -644,7 +648,7 @@ def fit_law(records, form: str = "chinchilla", *, target: str = "test_loss", mod
         for r in rows:
             if not r["inside"]:
                 warnings.append(
-                    f"held-out ({r['held_out']}): {model_axis}={r[model_axis]:g}, {data_axis}={r[data_axis]:g}: observed "
+                    f"{form} held-out ({r['held_out']}): {model_axis}={r[model_axis]:,.0f}, {data_axis}={r[data_axis]:,.0f}: observed "
                     f"{r['observed']:.4f} outside the 95% prediction interval [{r['prediction_interval_95'][0]:.4f}, "
                     f"{r['prediction_interval_95'][1]:.4f}] (relative error {100 * r['relative_error']:+.1f}%)")
     env_pts = []

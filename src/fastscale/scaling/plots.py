@@ -119,7 +119,7 @@ def fitted_curves(records, fit: LawFit, path):
     else:
         cols = _colors(len(fit.curves))
         for col, c in zip(cols, fit.curves):
-            n = float(c.label.split("=")[-1])
+            n = c.group[ma]
             sub = [r for r in records if r[ma] == n]
             xs = np.array([r[da] for r in sub], float)
             ys = np.array([r[t] for r in sub], float)

@@ -36,6 +36,9 @@ LIMITS = """\
   L - E is reported as well as L; most of the observed range may be the floor.
 - N is the parameter count named in each fit (params_total by default); ~99% of this model's
   parameters are embedding rows, so the exponent of N depends on that choice.
+- Seeds change the initialisation and the batch order, not the training examples: all seeds of
+  a cell train on the same subset, so seed standard errors understate the noise of drawing a
+  different subset of that size.
 - Every n_train is a prefix of one shuffled pool (nested subsets) and the tokenizer is fitted once
   on the whole pool, so rare words of unseen examples have (untrained) rows in small runs.
 """

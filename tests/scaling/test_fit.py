@@ -22,7 +22,7 @@ def chin():
     # design: over 30 such sweeps each parameter was covered 27-28 times (slow test below);
     # this draw is one where all five are covered.
     recs = synthetic_runs(TRUE, N, D, seeds=3, noise=0.01, rng_seed=2)
-    return recs, fit_law(recs, "chinchilla", n_bootstrap=200, heldout=True, heldout_bootstrap=50)
+    return recs, fit_law(recs, "chinchilla", n_bootstrap=120, heldout=True, heldout_bootstrap=30)
 
 
 def test_chinchilla_recovers_true_parameters_within_intervals(chin):

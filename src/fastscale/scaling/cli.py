@@ -49,7 +49,8 @@ def _fit(args) -> int:
 
     forms = args.form or list(FORMS)
     fits = fit_sweep(args.out, forms, n_bootstrap=args.bootstrap, model_axis=args.model_axis,
-                     data_axis=args.data_axis, log=lambda m: print(m, file=sys.stderr))
+                     data_axis=args.data_axis, heldout_bootstrap=args.heldout_bootstrap,
+                     log=lambda m: print(m, file=sys.stderr))
     from .report import heldout_summary
 
     for form, f in fits.items():
@@ -103,6 +104,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--form", action="append", choices=["chinchilla", "power_offset", "envelope"],
                    help="form to fit (repeatable; default: all three)")
     q.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    q.add_argument("--heldout-bootstrap", type=int, help="replicates for the held-out refits (default: --bootstrap)")
     q.add_argument("--model-axis", default="params_total",
                    choices=["params_total", "params_embedding", "params_nonembedding", "embed_dim"])
     q.add_argument("--data-axis", default="n_train", choices=["n_train", "tokens_train"])

@@ -497,16 +497,25 @@ def _fit_curve(form_name, xs, y, *, axes, n_bootstrap, seed, delta, label):
             if all(np.max(np.abs(o.theta - d)) > 1e-2 for d in distinct):
                 distinct.append(o.theta)
         reps = np.empty((n_bootstrap, len(form.names)))
+        hits = np.zeros(len(form.names))
         n_cells = len(uniq)
         for b in range(n_bootstrap):
             wb = bootstrap_weights(cell, n_cells, rng)
             ob, _ = _fit_points(form, u, logy, wb, delta=delta, starts=distinct)
             nat = form.natural(ob[0].theta, ref)
             reps[b] = [nat[n] for n in form.names]
+            hits += np.array([t - lo < 1e-6 * max(1.0, abs(lo)) or hi - t < 1e-6 * max(1.0, abs(hi))
+                              for t, (lo, hi) in zip(ob[0].theta, bounds)])
         cf.boot = reps
         cf.intervals = {n: (float(np.quantile(reps[:, i], 0.025)), float(np.quantile(reps[:, i], 0.975)))
                         for i, n in enumerate(form.names)}
         cf.diagnostics["n_bootstrap"] = n_bootstrap
+        frac = hits / n_bootstrap
+        cf.diagnostics["bootstrap_fraction_at_bounds"] = dict(zip(form.fit_names, map(float, frac)))
+        edge = [f"{n} ({100 * f:.0f}%)" for n, f in zip(form.fit_names, frac) if f > 0.025]
+        if edge:
+            cf.warnings.append(f"{tag}: bootstrap replicates at a bound, so those intervals are cut by the bounds: "
+                               + ", ".join(edge))
     return cf
 
 

@@ -268,6 +268,23 @@ def write_report(out: str, fits: dict[str, LawFit] | None = None, *, n_bootstrap
     L.append(f"- **N is `{ma}`**, D is `{da}`; the target is the test loss (binary cross-entropy) at the best "
              "validation epoch.\n")
 
+    if fits:
+        L.append("## Summary\n")
+        for form in ("chinchilla", "power_offset", "envelope"):
+            f = fits.get(form)
+            if f is None:
+                continue
+            if len(f.curves) == 1:
+                c = f.curves[0]
+                ps = ", ".join(f"{k} = {_fmt(float(v))} [{_fmt(float(c.intervals[k][0]))}, "
+                               f"{_fmt(float(c.intervals[k][1]))}]" if k in c.intervals else f"{k} = {_fmt(float(v))}"
+                               for k, v in c.params.items())
+            else:
+                al = [c.params["alpha"] for c in f.curves]
+                ps = f"{len(f.curves)} curves, alpha from {min(al):.3f} to {max(al):.3f}"
+            n_warn = len(f.warnings)
+            L.append(f"- **{form}**: {ps}. Held-out: {heldout_summary(f)}. {n_warn} warning{'s' * (n_warn != 1)}.")
+        L.append("")
     L.append("## Test loss (mean ± standard error over seeds)\n")
     L.append(main_table(records, ma, da) + "\n")
     L.append("## Test accuracy (%, mean over seeds)\n")

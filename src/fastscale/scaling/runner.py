@@ -231,9 +231,12 @@ class Progress:
     """runs done / failed / pending with an ETA; redraws one line on a terminal, else prints a
     line per finished run."""
 
-    def __init__(self, total: int, already: int, stream=None, enabled: bool = True):
+    def __init__(self, total: int, already: int, stream=None, enabled: bool = True, cost_left: float | None = None):
         self.total, self.done, self.failed, self.diverged = total, already, 0, 0
         self.start, self.finished_here = time.time(), 0
+        # ETA by estimated cost, not run count: runs go longest first, so counting runs
+        # would overestimate the time left.
+        self.cost_left, self.cost_done = cost_left, 0.0
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -241,7 +244,10 @@ class Progress:
     def line(self) -> str:
         pending = self.total - self.done - self.failed - self.diverged
         el = time.time() - self.start
-        eta = (el / self.finished_here * pending) if self.finished_here else float("nan")
+        if self.cost_left is not None and self.cost_done > 0:
+            eta = el / self.cost_done * max(0.0, self.cost_left)
+        else:
+            eta = (el / self.finished_here * pending) if self.finished_here else float("nan")
         width = 24
         frac = (self.total - pending) / self.total if self.total else 1.0
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
@@ -249,8 +255,11 @@ class Progress:
         return (f"[{bar}] {self.total - pending}/{self.total}  done {self.done}  failed {self.failed}  "
                 f"diverged {self.diverged}  pending {pending}  elapsed {_fmt_time(el)}  ETA {eta_s}")
 
-    def update(self, status: str, note: str = ""):
+    def update(self, status: str, note: str = "", cost: float = 0.0):
         self.finished_here += 1
+        if self.cost_left is not None:
+            self.cost_done += cost
+            self.cost_left -= cost
         if status == OK:
             self.done += 1
         elif status == DIVERGED:
@@ -445,9 +454,9 @@ def run_sweep(spec, out: str, *, engine: str | None = None, address: str | None 
     todo = [r for r in runs if prior.get(r["run_id"], {}).get("status") not in FINAL_STATUSES]
     # Longest runs first (cost ~ examples x width): the pool then ends on short runs
     # instead of one worker finishing the biggest model alone.
-    todo.sort(key=lambda r: -r["n_train"] * (r["embed_dim"] + r["hidden"]))
+    todo.sort(key=lambda r: -_cost(r))
     already = len(runs) - len(todo)
-    prog = Progress(len(runs), already, stream=stream, enabled=progress)
+    prog = Progress(len(runs), already, stream=stream, enabled=progress, cost_left=float(sum(map(_cost, todo))))
     prog.show("resuming" if already else "")
     writer = RecordWriter(runs_path)
     eng = (_DaskEngine(workers, threads, address) if engine == "dask" else _LocalEngine(workers, threads))
@@ -478,12 +487,18 @@ def run_sweep(spec, out: str, *, engine: str | None = None, address: str | None 
                 else:
                     counts[rec["status"]] += 1
                     prog.update(rec["status"], f"{cfg['run_id']} {rec['status']} "
-                                f"n_train={cfg['n_train']} d={cfg['embed_dim']} seed={cfg['seed']}")
+                                f"n_train={cfg['n_train']} d={cfg['embed_dim']} seed={cfg['seed']}", cost=_cost(cfg))
     finally:
         writer.close()
         eng.close()
         prog.close()
     return counts
+
+
+def _cost(cfg: dict) -> float:
+    """Relative cost of a run for scheduling and the ETA: examples x (embedding + hidden width)
+    plus a fixed per-run overhead (evaluation, start-up) worth ~1,000 examples."""
+    return (cfg["n_train"] + 1000) * (cfg["embed_dim"] + cfg["hidden"] + 8)
 
 
 def _write_spec(spec: SweepSpec, out: str, env: dict, data: SweepData, n_runs: int):

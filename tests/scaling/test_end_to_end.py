@@ -52,3 +52,28 @@ def test_synthetic_sweep_trains_fits_and_reports(tmp_path):
     assert "chinchilla" in fits
     text = open(write_report(out, fits)).read()
     assert "## Fit: chinchilla" in text and "Bayes-optimal test loss" in text
+
+
+@pytest.mark.slow
+def test_imdb_ladder_sweep_within_ten_minutes(tmp_path):
+    """Issue 6 point 8: >= 100 runs (6 sizes 1,000..20,000 x 6 model sizes x 3 seeds) on IMDB
+    in <= 10 minutes on the 2-core machine, then fit and report."""
+    import time
+
+    from fastscale.scaling import SweepSpec, run_sweep, write_report
+    from fastscale.scaling.spec import default_data_dir
+
+    if default_data_dir() is None:
+        pytest.skip("IMDB data not found (../shared/data/imdb or FASTSCALE_IMDB_DIR)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = SweepSpec.from_toml(os.path.join(here, "..", "..", "src", "fastscale", "scaling", "examples",
+                                            "imdb_ladder.toml"))
+    assert len(spec.runs("x")) >= 100
+    out = str(tmp_path / "imdb")
+    t0 = time.time()
+    counts = run_sweep(spec, out, progress=False)
+    elapsed = time.time() - t0
+    assert counts["ok"] == 108, counts
+    assert elapsed <= 600, f"sweep took {elapsed:.0f} s"
+    text = open(write_report(out, n_bootstrap=200)).read()
+    assert "### Held-out check (chinchilla)" in text

@@ -299,3 +299,35 @@ def test_dask_existing_cluster_by_address(tmp_path):
         counts = R.run_sweep(spec(), out, train_fn=FAKE, progress=False, address=c.scheduler_address)
     assert counts["ok"] == 12
     assert len({r["run_id"] for r in R.read_records(os.path.join(out, "runs.jsonl"))}) == 12
+
+
+def test_tsv_source_is_tokenized_once_into_csr(tmp_path):
+    pytest.importorskip("fastscale.text")
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "great", "awful", "movie", "plot", "actor", "the", "a", "fine"]
+    lines = []
+    for i in range(300):
+        lab = i % 2
+        w = rng.choice(words, size=rng.integers(3, 12))
+        lines.append(f"{lab}\t{' '.join(w)} {'great' if lab else 'awful'}<br />")
+    path = tmp_path / "d.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    s = spec(data={"source": f"tsv:{path}", "n_val": 50, "n_test": 50})
+    d = prepare(s, cache_dir=str(tmp_path / "cache"))
+    assert (d.meta["n_pool"], d.meta["n_val"], d.meta["n_test"]) == (200, 50, 50)
+    (ids, off), y, ntok = d.csr("pool", 100, 5, None)
+    assert off[0] == 0 and off[-1] == len(ids) == ntok and len(y) == 100
+    assert ids.min() >= 1 and ids.max() <= 4  # ids >= vocab_size map to OOV (1); no padding
+    from fastscale import text
+
+    # The same ids a Tokenizer(num_words=5, oov_token=...) fitted on the pool would give.
+    texts = [ln.split("\t", 1)[1] for ln in lines]
+    order = np.random.default_rng(s.data["data_seed"]).permutation(300)
+    test_idx, rest = order[-50:], order[:-50]
+    pool = [texts[i] for i in rest[:200]]
+    tok = text.Tokenizer(num_words=5, oov_token="<OOV>")
+    tok.fit_on_texts(pool)
+    want = tok.texts_to_sequences(pool[:100])
+    got = [list(ids[off[i]: off[i + 1]]) for i in range(100)]
+    assert got == want
+    assert prepare(s, cache_dir=str(tmp_path / "cache")).fingerprint == d.fingerprint

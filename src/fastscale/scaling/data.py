@@ -22,6 +22,8 @@ import numpy as np
 from .spec import SweepSpec, default_data_dir
 
 SPLITS = ("pool", "val", "test")
+# Part of the data fingerprint: change it when the tokenization of a sweep changes.
+TOKENIZER_ID = "fastscale.text.Tokenizer(oov_token='<OOV>') v1"
 OOV_ID = 1  # ids: 0 padding, 1 OOV, 2.. words by frequency (Keras Tokenizer with oov_token)
 
 
@@ -252,7 +254,7 @@ def prepare(spec: SweepSpec, cache_dir: str | None = None) -> SweepData:
             if not os.path.exists(train):
                 raise FileNotFoundError(f"data.source {src!r}: no such file")
         # The content, not the path, identifies the data.
-        parts = [_sha256_file(train)] + ([_sha256_file(test)] if test else [])
+        parts = [_sha256_file(train)] + ([_sha256_file(test)] if test else []) + [TOKENIZER_ID]
         make = lambda: _text_source(spec, train, test, parts)  # noqa: E731
     if cache_dir is not None and os.path.exists(os.path.join(cache_dir, "meta.json")):
         cached = SweepData.load(cache_dir)

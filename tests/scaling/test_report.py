@@ -11,7 +11,7 @@ pytest.importorskip("matplotlib")
 from fastscale import cli
 from fastscale.scaling import fit_sweep, load_fits, load_results, run_sweep, write_report
 
-from .test_runner import FAKE, SMALL, spec
+from .test_runner import FAKE, spec
 
 AXES = {"n_train": [100, 200, 300, 500, 700, 900], "embed_dim": [8, 16, 32, 64], "hidden": "embed_dim // 2",
         "vocab_size": [500]}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastscale.scaling import runner as R
-from fastscale.scaling.data import SweepData, prepare
+from fastscale.scaling.data import prepare
 from fastscale.scaling.spec import Policy, SweepSpec, run_id
 
 FAKE = "tests.scaling._fake:fake_train"

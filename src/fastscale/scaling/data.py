@@ -134,14 +134,6 @@ def read_tsv(path: str) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, np.float32)
 
 
-def _to_csr(seqs) -> tuple[np.ndarray, np.ndarray]:
-    lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    off = np.zeros(len(seqs) + 1, np.int64)
-    np.cumsum(lens, out=off[1:])
-    ids = np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(off[-1]))
-    return ids, off
-
-
 def _tokenize(train_texts, other: dict[str, list[str]]):
     """Fit a fastscale Tokenizer (Keras rules, OOV token) on the training pool and encode
     every split straight to CSR bags."""

@@ -11,7 +11,6 @@ also serves cupy).  The module reads top-down: public functions with every check
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import _backends, _checks as C

@@ -16,7 +16,6 @@ backends.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import _backends, _checks as C

@@ -205,6 +205,8 @@ class _FakeCupy:
     def ascontiguousarray(a):
         return _fake(a)
 
+    asarray = ascontiguousarray
+
 
 @pytest.mark.skipif(_has_gpu(), reason="a GPU is present: fake host pointers must not reach a real launch")
 def test_every_cuda_adapter_calls_its_launchers_with_accepted_arguments(cuda_mod, monkeypatch):

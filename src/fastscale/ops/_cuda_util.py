@@ -53,7 +53,9 @@ class _State:
     """The error word and one result word (a count or a float64 loss) of one stream."""
 
     def __init__(self, cp):
-        self.buf = cp.full(2, NO_ERROR, dtype=cp.uint64)
+        import numpy as np
+
+        self.buf = cp.asarray(np.full(2, NO_ERROR, dtype=np.uint64))  # once per stream
         self.err = self.buf.data.ptr
         self.result = self.buf.data.ptr + 8
         self.pending: list = []  # how each call (by tag) raises

@@ -70,9 +70,13 @@ inline u64 err_code(u64 tag, int prio, i64 pos, int kind) {
 __device__ __forceinline__ void report(u64* err, u64 tag, int prio, i64 pos, int kind) {
   atomicMin(err, tag | (static_cast<u64>(prio) << 46) | (static_cast<u64>(pos) << 2) | static_cast<u64>(kind));
 }
-// True when an earlier kernel (same stream, hence complete and visible) reported an error.
+// True when the word is set: by an earlier kernel of the stream (complete, hence visible),
+// or possibly by another block of this very launch.  Called at kernel start with all 32
+// lanes active; the answer is made warp-uniform so that a warp never splits around its
+// shuffles and ballots when a concurrent block reports an error meanwhile.
 __device__ __forceinline__ bool failed(const u64* err) {
-  return err != nullptr && *reinterpret_cast<const volatile u64*>(err) != NO_ERROR;
+  const bool f = err != nullptr && *reinterpret_cast<const volatile u64*>(err) != NO_ERROR;
+  return __any_sync(0xffffffffu, f);
 }
 
 // ---------------------------------------------------------------- 16-byte vectors

@@ -237,7 +237,57 @@ def _cpp_backward(dout, ids, out, V):
     return rows, values
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/embedding.cu.  Bad ids are found on the device (error word, see
+# ops/_cuda_util.py) and raise the same IndexError as the CPU, at the call by default.
+def _cuda_forward(weight, ids, out):
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    weight, ids = C.contiguous(weight), C.contiguous(ids)
+    V, D = weight.shape
+    st, tag, s = CU.begin(lambda kind, pos: C.raise_bad_id(OP, "ids", ids, pos, V))
+    cu.embedding_forward(weight.data.ptr, ids.data.ptr, out.data.ptr, V, D, ids.size, weight.itemsize, ids.itemsize,
+                         st.err, tag, s)
+    CU.finish(st)
+    return out
+
+
+def _cuda_backward(dout, ids, out, V):
+    """Dense: deterministic sort + segment reduction (FASTSCALE_CUDA_ATOMIC_BACKWARD=1: atomics).
+    Sparse: the same sort gives the unique rows; reading their count is the one sync."""
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    cp = CU.cupy()
+    dout, ids = C.contiguous(dout), C.contiguous(ids)
+    N, D = ids.size, dout.shape[-1]
+
+    def raiser(kind, pos):
+        C.raise_bad_id(OPB, "ids", ids, pos, V)
+
+    if out is not None:
+        det = CU.deterministic()
+        ws = CU.workspace(cu.embedding_backward_workspace(N, V, dout.itemsize, False)) if det else None
+        st, tag, s = CU.begin(raiser)
+        cu.embedding_backward_dense(dout.data.ptr, ids.data.ptr, out.data.ptr, V, D, N, dout.itemsize, ids.itemsize,
+                                    det, CU.ptr(ws), 0 if ws is None else ws.nbytes, st.err, tag, s)
+        CU.finish(st)
+        return out
+    ws = CU.workspace(cu.embedding_backward_workspace(N, V, dout.itemsize, True))
+    rows = cp.empty(max(N, 1), cp.int64)
+    st, tag, s = CU.begin(raiser)
+    cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, st.result, V, N, ids.itemsize, ws.data.ptr, ws.nbytes,
+                               st.err, tag, s)
+    U = CU.result_count(st)
+    values = cp.empty((U, D), dout.dtype)
+    cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), V, D, N, U, dout.itemsize, ws.data.ptr, ws.nbytes, s)
+    return rows[:U], values
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward, cuda=_cuda_forward
+)
 _BACKWARD = _backends.register(
-    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward
+    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward, cuda=_cuda_backward
 )

@@ -366,8 +366,8 @@ class Dropout(Layer):
     draws the same masks as an uninterrupted one.
     """
 
-    def __init__(self, rate, seed=None, name=None):
-        super().__init__(name)
+    def __init__(self, rate, seed=None, name=None, trainable=True):
+        super().__init__(name, trainable)
         if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= float(rate) < 1.0:
             raise ValueError(f"Dropout: argument 'rate' must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)

@@ -240,7 +240,8 @@ class Sequential:
         last = len(self._stages) - 1
         for i, st in enumerate(self._stages):
             if isinstance(st, Dropout):
-                st._rng_key = (self._seed, i, self.optimizer.step if self.optimizer else 0, 0xD0)
+                seed = self._seed if st.seed is None else st.seed
+                st._rng_key = (seed, i, self.optimizer.step if self.optimizer else 0, 0xD0)
             if i == last and logits:
                 h, mask = st.forward(h, mask, training=training, logits=True)
             else:
@@ -351,8 +352,10 @@ class Sequential:
                 else:
                     idx = order[lo:hi]
                     xb, yb = inputs.take(idx), y[idx]
-                z = self._forward(xb, training=True, logits=self._ask_logits)
-                loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
+                # A diverging run is reported once, by the check below, not by NumPy warnings.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    z = self._forward(xb, training=True, logits=self._ask_logits)
+                    loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"fit: the loss became {loss} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps} "

@@ -41,6 +41,8 @@ class History(Callback):
         self.history: dict[str, list] = {}
         self.epoch: list[int] = []
         self.params: dict = {}
+        # per epoch: training seconds (validation excluded), real tokens seen, tokens/s
+        self.epoch_stats: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)

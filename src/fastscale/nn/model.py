@@ -324,6 +324,7 @@ class Sequential:
                 vlogs = self._evaluate(val[0], val[1], batch_size)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             self._epochs_done += 1
+            history.epoch_stats.append(self._last_epoch_stats)
             if mode:
                 _print_epoch(epoch, epochs, logs, mode, self._last_epoch_stats)
             for cb in cbs:

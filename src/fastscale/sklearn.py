@@ -100,6 +100,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         return R.class_probabilities(self.model_, R.encode(self.tokenizer_, texts, self.model_.metadata))
 
     def predict(self, X):
+        check_is_fitted(self, "model_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def decision_function(self, X):

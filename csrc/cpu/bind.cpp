@@ -13,6 +13,8 @@ void bind_embedding_bag(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_adam(py::module_& m);
 void bind_bce_with_logits(py::module_& m);
+void stream_copy(const float* src, float* dst, i64 n);
+void stream_rmw(float* a, const float* b, float s, i64 n);
 }  // namespace fastscale
 
 PYBIND11_MODULE(_cpu, m) {
@@ -33,6 +35,20 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
     fs::set_num_threads(n);
+  });
+  m.def("stream_copy", [](py::array src, py::array dst) {
+    if (src.size() != dst.size()) throw py::value_error("stream_copy: src and dst must have the same size");
+    const float* s = fs::cptr<float>(src, fs::Dt::f32, "stream_copy", "src");
+    float* d = fs::mptr<float>(dst, fs::Dt::f32, "stream_copy", "dst");
+    py::gil_scoped_release nogil;
+    fs::stream_copy(s, d, static_cast<fs::i64>(src.size()));
+  });
+  m.def("stream_rmw", [](py::array a, py::array b) {
+    if (a.size() != b.size()) throw py::value_error("stream_rmw: a and b must have the same size");
+    float* pa = fs::mptr<float>(a, fs::Dt::f32, "stream_rmw", "a");
+    const float* pb = fs::cptr<float>(b, fs::Dt::f32, "stream_rmw", "b");
+    py::gil_scoped_release nogil;
+    fs::stream_rmw(pa, pb, 0.5f, static_cast<fs::i64>(a.size()));
   });
   fs::bind_embedding(m);
   fs::bind_masked_mean_pool(m);

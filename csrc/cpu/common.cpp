@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -91,13 +93,34 @@ void* data_ptr(const py::array& a, Dt dt, const char* op, const char* name, bool
 
 i64 dim(const py::array& a, int axis) { return static_cast<i64>(a.shape(axis)); }
 
+// One unsigned compare catches negative ids too; a branch-free OR over a block vectorises.
+template <class I>
+FS_INLINE void any_bad_body(const I* ids, i64 n, i64 V, int* out) {
+  using U = std::make_unsigned_t<I>;
+  const U lim = static_cast<U>(V > static_cast<i64>(std::numeric_limits<I>::max()) ? std::numeric_limits<I>::max() : V);
+  const bool all_ok_type = V > static_cast<i64>(std::numeric_limits<I>::max());  // only negatives can be bad
+  int bad = 0;
+  if (all_ok_type) {
+    for (i64 i = 0; i < n; ++i) bad |= ids[i] < 0;
+  } else {
+    for (i64 i = 0; i < n; ++i) bad |= static_cast<U>(ids[i]) >= lim;
+  }
+  *out = bad;
+}
+FS_MULTIVERSION(any_bad, any_bad_body)
 template <class I>
 i64 first_bad_id(const I* ids, i64 n, i64 V) {
-  // Cheap parallel scan for "any bad"; the exact first position is found serially only
-  // when something is wrong, so the common path is one vectorised pass.
+  // The common path is one vectorised scan for "any bad"; the exact first position is
+  // searched for only when something is wrong.
   int bad = 0;
-#pragma omp parallel for reduction(| : bad) schedule(static) if (n > 65536) num_threads(get_num_threads())
-  for (i64 i = 0; i < n; ++i) bad |= (static_cast<i64>(ids[i]) < 0) | (static_cast<i64>(ids[i]) >= V);
+  const i64 block = 1 << 16;
+  const i64 nblocks = (n + block - 1) / block;
+#pragma omp parallel for reduction(| : bad) schedule(static) if (nblocks > 1) num_threads(get_num_threads())
+  for (i64 j = 0; j < nblocks; ++j) {
+    int r = 0;
+    any_bad<I>(ids + j * block, std::min(block, n - j * block), V, &r);
+    bad |= r;
+  }
   if (!bad) return -1;
   for (i64 i = 0; i < n; ++i)
     if (static_cast<i64>(ids[i]) < 0 || static_cast<i64>(ids[i]) >= V) return i;
@@ -119,4 +142,19 @@ template i64 first_bad_id<std::int64_t>(const std::int64_t*, i64, i64);
 template i64 first_bad_offset<std::int32_t>(const std::int32_t*, i64, i64);
 template i64 first_bad_offset<std::int64_t>(const std::int64_t*, i64, i64);
 
+}  // namespace fastscale
+
+namespace fastscale {
+// STREAM-style copy over OpenMP threads, for reporting kernels as a fraction of the
+// machine's memory bandwidth (benchmarks and `fastscale bench`).
+void stream_copy(const float* FS_RESTRICT src, float* FS_RESTRICT dst, i64 n) {
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+  for (i64 i = 0; i < n; ++i) dst[i] = src[i];
+}
+// a[i] = a[i] * s + b[i]: reads two streams and writes one (the read-modify-write pattern of
+// an optimizer step).
+void stream_rmw(float* FS_RESTRICT a, const float* FS_RESTRICT b, float s, i64 n) {
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+  for (i64 i = 0; i < n; ++i) a[i] = a[i] * s + b[i];
+}
 }  // namespace fastscale

@@ -2,8 +2,8 @@
 // skipping padding_idx, without materialising (B, T, D).  Bags are CSR (ids (N,) +
 // offsets (B+1,)) or padded rows (ids (B, T)); both are "bag b = ids[begin(b):end(b)]".
 //
-// Forward: OpenMP over bags; a bag's D columns are processed in chunks of CH values whose
-// accumulators stay in registers while the bag's rows stream through; the row CH ids ahead
+// Forward: OpenMP over bags; a bag's D columns are processed in chunks of 256 bytes whose
+// accumulators stay in registers while the bag's rows stream through; the row PF ids ahead
 // is prefetched.  Backward: threads own disjoint blocks of 16 table rows and each adds, in
 // position order, only into its own rows, so there is no race and the result is bitwise
 // the same for any thread count.
@@ -17,7 +17,6 @@
 namespace fastscale {
 namespace {
 
-constexpr int CH = 64;          // accumulator chunk (floats): 4 zmm / 8 ymm registers
 constexpr int PF = 8;           // prefetch distance in ids
 constexpr int OWN_SHIFT = 4;    // backward: a thread owns blocks of 16 rows
 
@@ -30,12 +29,25 @@ struct Bags {
   FS_INLINE i64 end(i64 b) const { return offsets ? static_cast<i64>(offsets[b + 1]) : (b + 1) * Tlen; }
 };
 
-// True when ids[k..k+16) are all `pad`: lets padded rows skip their padding 16 at a time.
+// Narrows [s, e) to the span between the first and last non-padding id, 64 ids per test
+// (a branch-free OR over a block vectorises), so leading / trailing padding costs one
+// quick pass per bag instead of a pass per column chunk.
 template <class I>
-FS_INLINE bool all_pad16(const I* p, I pad) {
-  int any = 0;
-  for (int j = 0; j < 16; ++j) any |= (p[j] != pad);
-  return !any;
+FS_INLINE void trim_bag(const I* ids, i64& s, i64& e, I pad) {
+  while (s + 64 <= e) {
+    I any = 0;
+    for (int j = 0; j < 64; ++j) any |= ids[s + j] ^ pad;
+    if (any) break;
+    s += 64;
+  }
+  while (s < e && ids[s] == pad) ++s;
+  while (e - 64 >= s) {
+    I any = 0;
+    for (int j = 1; j <= 64; ++j) any |= ids[e - j] ^ pad;
+    if (any) break;
+    e -= 64;
+  }
+  while (e > s && ids[e - 1] == pad) --e;
 }
 
 template <class I>
@@ -47,56 +59,66 @@ FS_INLINE i64 count_bag(const I* ids, i64 s, i64 e, i64 pad) {
   return n;
 }
 
-// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + W), W <= CH.
-// FULL: W == CH at compile time, so acc[] lives in registers.
-template <class T, class I, bool FULL, bool PSW, bool PAD>
-FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, int W, const I* FS_RESTRICT ids, i64 s, i64 e,
+// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + CH<T>): four
+// 64-byte vector accumulators (GCC vector extension: 4 zmm, 8 ymm or 16 xmm registers by
+// ISA) stay in registers while the bag's rows stream through.  Leading / trailing padding
+// was trimmed per bag (trim_bag); padding inside the span costs one predictable branch.
+template <class T, class I, bool PSW, bool PAD>
+FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, const I* FS_RESTRICT ids, i64 s, i64 e,
                          const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
-  const int w = FULL ? CH : W;
-  T acc[CH];
-#pragma GCC unroll 64
-  for (int j = 0; j < CH; ++j) acc[j] = T(0);
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int L = 64 / sizeof(T);
+  vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
   for (i64 k = s; k < e; ++k) {
     const I id = ids[k];
-    if (PAD && id == pad) {
-      if (k + 16 <= e && all_pad16(ids + k, pad)) k += 15;
-      continue;
-    }
+    if (PAD && id == pad) continue;
     if (k + PF < e) {
       const char* nxt = reinterpret_cast<const char*>(weight + static_cast<i64>(ids[k + PF]) * D + d0);
-      for (int l = 0; l < w * static_cast<int>(sizeof(T)); l += 64) __builtin_prefetch(nxt + l);
+      __builtin_prefetch(nxt);
+      __builtin_prefetch(nxt + 64);
+      __builtin_prefetch(nxt + 128);
+      __builtin_prefetch(nxt + 192);
     }
-    const T* FS_RESTRICT r = weight + static_cast<i64>(id) * D + d0;
+    const T* r = weight + static_cast<i64>(id) * D + d0;
+    vec x0, x1, x2, x3;
+    std::memcpy(&x0, r, 64);
+    std::memcpy(&x1, r + L, 64);
+    std::memcpy(&x2, r + 2 * L, 64);
+    std::memcpy(&x3, r + 3 * L, 64);
     if (PSW) {
       const T c = psw[k];
-      if (FULL) {
-#pragma GCC unroll 64
-        for (int j = 0; j < CH; ++j) acc[j] += c * r[j];
-      } else {
-        for (int j = 0; j < w; ++j) acc[j] += c * r[j];
-      }
+      a0 += c * x0; a1 += c * x1; a2 += c * x2; a3 += c * x3;
     } else {
-      if (FULL) {
-#pragma GCC unroll 64
-        for (int j = 0; j < CH; ++j) acc[j] += r[j];
-      } else {
-        for (int j = 0; j < w; ++j) acc[j] += r[j];
-      }
+      a0 += x0; a1 += x1; a2 += x2; a3 += x3;
     }
   }
-  if (FULL) {
-#pragma GCC unroll 64
-    for (int j = 0; j < CH; ++j) o[d0 + j] = acc[j];
-  } else {
-    for (int j = 0; j < w; ++j) o[d0 + j] = acc[j];
+  std::memcpy(o + d0, &a0, 64);
+  std::memcpy(o + d0 + L, &a1, 64);
+  std::memcpy(o + d0 + 2 * L, &a2, 64);
+  std::memcpy(o + d0 + 3 * L, &a3, 64);
+}
+
+// The last W < CH<T> columns (and all of a narrow table): accumulate straight into o.
+template <class T, class I, bool PSW, bool PAD>
+FS_INLINE void bag_tail(const T* FS_RESTRICT weight, i64 D, i64 d0, i64 W, const I* FS_RESTRICT ids, i64 s, i64 e,
+                        const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
+  T* FS_RESTRICT acc = o + d0;
+  for (i64 j = 0; j < W; ++j) acc[j] = T(0);
+  for (i64 k = s; k < e; ++k) {
+    const I id = ids[k];
+    if (PAD && id == pad) continue;
+    const T* FS_RESTRICT r = weight + static_cast<i64>(id) * D + d0;
+    const T c = PSW ? psw[k] : T(1);
+    for (i64 j = 0; j < W; ++j) acc[j] += PSW ? c * r[j] : r[j];
   }
 }
 
 template <class T, class I, bool PSW, bool PAD>
 FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const T* psw, I pad, T* o) {
+  constexpr i64 CH = 256 / sizeof(T);
   i64 d0 = 0;
-  for (; d0 + CH <= D; d0 += CH) bag_chunk<T, I, true, PSW, PAD>(weight, D, d0, CH, ids, s, e, psw, pad, o);
-  if (d0 < D) bag_chunk<T, I, false, PSW, PAD>(weight, D, d0, static_cast<int>(D - d0), ids, s, e, psw, pad, o);
+  for (; d0 + CH <= D; d0 += CH) bag_chunk<T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
+  if (d0 < D) bag_tail<T, I, PSW, PAD>(weight, D, d0, D - d0, ids, s, e, psw, pad, o);
 }
 
 // One bag.  The OpenMP loops live outside the multiversioned bodies: GCC outlines a
@@ -107,8 +129,9 @@ FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, 
                                 T* out) {
   const bool has_pad = pad >= 0;
   const I p = static_cast<I>(has_pad ? pad : 0);
-  const i64 s = bags.begin(b), e = bags.end(b);
+  i64 s = bags.begin(b), e = bags.end(b);
   T* o = out + b * D;
+  if (has_pad) trim_bag(bags.ids, s, e, p);
   if (psw) {
     if (has_pad) bag_row<T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
     else bag_row<T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);

@@ -107,8 +107,7 @@ class Embedding(Layer):
         self.sparse_grad = False  # set by Sequential.compile for Adam(lazy=True)
 
     def build(self, input_shape, rng, dtype=np.float32):
-        w = rng.uniform(-0.05, 0.05, size=(self.input_dim, self.output_dim)).astype(dtype)
-        self.params = {"embeddings": w}
+        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -179,8 +178,7 @@ class EmbeddingBag(Layer):
         self._grad_buf = None
 
     def build(self, input_shape, rng, dtype=np.float32):
-        w = rng.uniform(-0.05, 0.05, size=(self.input_dim, self.output_dim)).astype(dtype)
-        self.params = {"embeddings": w}
+        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -283,6 +281,16 @@ class _FusedEmbeddingPool:
                 g[0] += n_zero @ dout
         emb.grads["embeddings"] = g
         return None
+
+
+def _uniform_table(rng, shape, dtype):
+    """Keras's embedding initialiser, uniform(-0.05, 0.05), drawn straight in ``dtype`` so a
+    hashed n-gram table (10**6 x 128) needs no float64 temporary twice its size."""
+    t = np.dtype(dtype).type
+    w = rng.random(shape, dtype=t)
+    w *= t(0.1)
+    w -= t(0.05)
+    return w
 
 
 def _prepend_row0(g, g0):

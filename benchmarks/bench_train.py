@@ -85,7 +85,7 @@ def run_fastscale(data, epochs, seed=0, lazy=False):
     return {"s_per_epoch": float(np.mean(secs)), "test_acc": float(acc), "val_acc": h.history["val_accuracy"][-1]}
 
 
-def _torch_model(weights):
+def _torch_model(weights, copy_init=True):
     import torch
 
     emb_w, k1, b1, k2, b2 = weights
@@ -96,6 +96,8 @@ def _torch_model(weights):
             self.emb = torch.nn.EmbeddingBag(emb_w.shape[0], emb_w.shape[1], mode="mean", padding_idx=padding_idx)
             self.fc1 = torch.nn.Linear(k1.shape[0], k1.shape[1])
             self.fc2 = torch.nn.Linear(k2.shape[0], k2.shape[1])
+            if not copy_init:  # PyTorch's own initialisers (embedding N(0, 1), Linear kaiming-uniform)
+                return
             with torch.no_grad():  # the fastscale model's initial weights (Keras layout -> torch's transposed one)
                 self.emb.weight.copy_(torch.from_numpy(emb_w))
                 self.fc1.weight.copy_(torch.from_numpy(k1.T.copy()))
@@ -117,13 +119,13 @@ def _bags(x):
     return x[keep].astype(np.int64), offsets
 
 
-def run_torch(data, epochs, seed=0, bags=False):
+def run_torch(data, epochs, seed=0, bags=False, torch_init=False):
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     weights = fastscale_model(data["V"], seed).get_weights()
-    net = _torch_model(weights)(None if bags else 0)
+    net = _torch_model(weights, copy_init=not torch_init)(None if bags else 0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     lossf = torch.nn.BCEWithLogitsLoss()
     x, y = data["x"], data["y"].astype(np.float32)
@@ -166,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--buckets", type=int, default=None)
     ap.add_argument("--only", choices=("fastscale", "torch", "torch-bags"), action="append")
     ap.add_argument("--lazy", action="store_true", help="fastscale: lazy Adam on the embedding")
+    ap.add_argument("--torch-init", action="store_true",
+                    help="torch runs keep PyTorch's own initialisers instead of the fastscale model's Keras ones")
     args = ap.parse_args(argv)
     data = prepare(args.limit, args.ngrams, buckets=args.buckets)
     if data is None:
@@ -186,7 +190,7 @@ def main(argv=None):
             except ImportError:
                 print(f"{name}: torch not importable, skipped")
                 continue
-            results[name] = run_torch(data, args.epochs, bags=name == "torch-bags")
+            results[name] = run_torch(data, args.epochs, bags=name == "torch-bags", torch_init=args.torch_init)
         print(f"  {name}: {results[name]} ({time.perf_counter() - t0:.1f}s)", flush=True)
     ref = results.get("torch", {}).get("s_per_epoch")
     print(f"\n| run | seconds/epoch | test accuracy | speed-up vs torch (padded) |\n|---|---|---|---|")

@@ -140,7 +140,7 @@ def _fsync_dir(directory):
 
 
 def read_file(path):
-    """``(header dict, {name: array})`` after every check; ValueError naming the file otherwise."""
+    """``(header dict, {name: read-only array})`` after every check; ValueError naming the file otherwise."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -184,7 +184,7 @@ def read_file(path):
         if e["dtype"] not in _DTYPES or e["offset"] + e["nbytes"] > plen:
             raise ValueError(f"{where}: array table entry {e['name']!r} is invalid")
         a = np.frombuffer(data, dtype=e["dtype"], count=int(np.prod(e["shape"], dtype=np.int64)), offset=base + e["offset"])
-        arrays[e["name"]] = a.reshape(e["shape"]).copy()
+        arrays[e["name"]] = a.reshape(e["shape"])  # read-only views; load_model copies them into place
     return header, arrays
 
 

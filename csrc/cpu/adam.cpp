@@ -1,5 +1,220 @@
-// PLACEHOLDER: replaced by the adam kernels.
+// adam: the fused Adam update, in place, one pass over (param, grad, m, v).
+//
+// Per element (coefficients computed once, in double, by the Python layer):
+//   L2 decay       g  = g + wd * p
+//   decoupled      p  = p * decay                       (decay = 1 - lr * wd, AdamW)
+//                  m  = m + c1 * (g - m)                (c1 = 1 - beta1)
+//                  v  = b2 * v + c2 * g * g             (c2 = 1 - beta2)
+//                  p  = p - alpha * m / (sqrt(v) + eps)
+// Keras' epsilon-hat form and PyTorch's form differ only in alpha and eps (see
+// src/fastscale/ops/adam.py), so one kernel serves both.
+//
+// The op is bandwidth bound (28 bytes per float32 parameter), so the kernel streams the
+// four arrays once, sequentially, with float32 math for float32.  Threads take contiguous
+// static ranges of 64-element blocks; each block runs the same fixed-width vector code, and
+// the < 64 element tail always runs on the calling thread after the loop, so every element
+// is computed by the same instructions whatever the thread count: bitwise reproducible.
+#include <omp.h>
+
+#include <cmath>
+#include <type_traits>
+
 #include "common.h"
+
 namespace fastscale {
-void bind_adam(py::module_& m) {}
+namespace {
+
+constexpr i64 BLK = 64;              // elements per scheduling block (4 zmm of float32)
+constexpr i64 PAR_MIN = 1 << 15;     // below this, one thread (a parallel region costs more)
+
+enum Decay : int { NONE = 0, L2 = 1, DECOUPLED = 2 };
+
+template <class T>
+struct Coef {
+  T c1, b2, c2, alpha, eps, wd, decay;
+};
+
+template <class T, int WD>
+FS_INLINE void adam_elem(T& p, T g, T& m, T& v, const Coef<T>& k) {
+  T pp = p;
+  if (WD == L2) g = g + k.wd * pp;
+  if (WD == DECOUPLED) pp = pp * k.decay;
+  const T mm = m + k.c1 * (g - m);
+  const T vv = k.b2 * v + k.c2 * (g * g);
+  m = mm;
+  v = vv;
+  p = pp - k.alpha * mm / (std::sqrt(vv) + k.eps);
+}
+
+// n elements; FIXED: n is a multiple of BLK and each block is one fixed-trip vector loop.
+template <class T, int WD, bool FIXED>
+FS_INLINE void dense_body(T* FS_RESTRICT p, const T* FS_RESTRICT g, T* FS_RESTRICT m, T* FS_RESTRICT v, i64 n,
+                          Coef<T> k) {
+  if (FIXED) {
+    for (i64 b = 0; b < n; b += BLK) {
+#pragma omp simd
+      for (i64 j = b; j < b + BLK; ++j) adam_elem<T, WD>(p[j], g[j], m[j], v[j], k);
+    }
+  } else {
+    for (i64 j = 0; j < n; ++j) adam_elem<T, WD>(p[j], g[j], m[j], v[j], k);
+  }
+}
+// FS_MULTIVERSION takes type parameters only: the decay mode travels as W = integral_constant.
+template <class T, class W>
+FS_INLINE void dense_blocks_body(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
+  dense_body<T, W::value, true>(p, g, m, v, n, k);
+}
+template <class T, class W>
+FS_INLINE void dense_tail_body(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
+  dense_body<T, W::value, false>(p, g, m, v, n, k);
+}
+FS_MULTIVERSION(dense_blocks, dense_blocks_body)
+FS_MULTIVERSION(dense_tail, dense_tail_body)
+
+template <class T, int WD, class W = std::integral_constant<int, WD>>
+void dense_kernel(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
+  const i64 nb = n / BLK;
+  const int nt = n >= PAR_MIN ? get_num_threads() : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
+    const i64 b0 = nb * t / T_, b1 = nb * (t + 1) / T_;
+    if (b1 > b0) dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
+  }
+  const i64 done = nb * BLK;
+  if (done < n) dense_tail<T, W>(p + done, g + done, m + done, v + done, n - done, k);
+}
+
+// Lazy Adam: rows[i0:i1) of the (V, D) table, grads in values[i0:i1).  Every row runs the
+// same D-wide loop, so the result does not depend on which thread owns it.
+template <class T, class W, class I>
+FS_INLINE void sparse_body(T* FS_RESTRICT p, const I* FS_RESTRICT rows, const T* FS_RESTRICT vals, T* FS_RESTRICT m,
+                           T* FS_RESTRICT v, i64 D, i64 i0, i64 i1, Coef<T> k) {
+  for (i64 i = i0; i < i1; ++i) {
+    const i64 off = static_cast<i64>(rows[i]) * D;
+    if (i + 2 < i1) {  // rows are scattered: fetch the start of the row after next
+      const i64 nx = static_cast<i64>(rows[i + 2]) * D;
+      __builtin_prefetch(p + nx, 1);
+      __builtin_prefetch(m + nx, 1);
+      __builtin_prefetch(v + nx, 1);
+    }
+    T* FS_RESTRICT pr = p + off;
+    T* FS_RESTRICT mr = m + off;
+    T* FS_RESTRICT vr = v + off;
+    const T* FS_RESTRICT gr = vals + i * D;
+#pragma omp simd
+    for (i64 j = 0; j < D; ++j) adam_elem<T, W::value>(pr[j], gr[j], mr[j], vr[j], k);
+  }
+}
+FS_MULTIVERSION(sparse_rows, sparse_body)
+
+template <class T, int WD, class I, class W = std::integral_constant<int, WD>>
+void sparse_kernel(T* p, const I* rows, const T* vals, T* m, T* v, i64 R, i64 D, Coef<T> k) {
+  const int nt = R * D >= PAR_MIN ? get_num_threads() : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
+    const i64 i0 = R * t / T_, i1 = R * (t + 1) / T_;
+    if (i1 > i0) sparse_rows<T, W, I>(p, rows, vals, m, v, D, i0, i1, k);
+  }
+}
+
+// Status of the rows check: 0 ok, 1 + i: rows[i] outside [0, V), -(1 + i): rows[i] <=
+// rows[i - 1].  The first position where anything is wrong wins (range before order).
+template <class I>
+i64 check_rows(const I* rows, i64 R, i64 V) {
+  for (i64 i = 0; i < R; ++i) {
+    const i64 r = static_cast<i64>(rows[i]);
+    if (r < 0 || r >= V) return 1 + i;
+    if (i > 0 && r <= static_cast<i64>(rows[i - 1])) return -(1 + i);
+  }
+  return 0;
+}
+
+template <class T, class F>
+void with_decay(int mode, F&& f) {
+  switch (mode) {
+    case L2: f(std::integral_constant<int, L2>{}); break;
+    case DECOUPLED: f(std::integral_constant<int, DECOUPLED>{}); break;
+    default: f(std::integral_constant<int, NONE>{}); break;
+  }
+}
+
+template <class T>
+Coef<T> make_coef(double beta1, double beta2, double alpha, double eps, double wd, double decay) {
+  return Coef<T>{static_cast<T>(1.0 - beta1), static_cast<T>(beta2), static_cast<T>(1.0 - beta2),
+                 static_cast<T>(alpha),       static_cast<T>(eps),   static_cast<T>(wd),
+                 static_cast<T>(decay)};
+}
+
+const char* const OP = "adam_step";
+const char* const OPS = "sparse_adam_step";
+
+void same_size(const char* op, const py::array& a, const py::array& b, const char* name) {
+  if (a.ndim() != b.ndim()) shape_error(op, std::string("argument '") + name + "' must have the shape of param");
+  for (int d = 0; d < a.ndim(); ++d)
+    if (a.shape(d) != b.shape(d)) shape_error(op, std::string("argument '") + name + "' must have the shape of param");
+}
+
+}  // namespace
+
+void bind_adam(py::module_& m) {
+  m.def(
+      "adam_step",
+      [](py::array param, py::array grad, py::array exp_avg, py::array exp_avg_sq, double beta1, double beta2,
+         double alpha, double eps, double wd, double decay, int mode) {
+        same_size(OP, param, grad, "grad");
+        same_size(OP, param, exp_avg, "m");
+        same_size(OP, param, exp_avg_sq, "v");
+        const i64 n = static_cast<i64>(param.size());
+        with_float(param, OP, "param", [&](auto tt) {
+          using T = decltype(tt);
+          T* p = mptr<T>(param, dt_of<T>(), OP, "param");
+          const T* g = cptr<T>(grad, dt_of<T>(), OP, "grad");
+          T* mm = mptr<T>(exp_avg, dt_of<T>(), OP, "m");
+          T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), OP, "v");
+          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+          py::gil_scoped_release nogil;
+          with_decay<T>(mode, [&](auto wdm) { dense_kernel<T, decltype(wdm)::value>(p, g, mm, vv, n, k); });
+        });
+      },
+      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
+      "fused in-place Adam step: p -= alpha * m / (sqrt(v) + eps); mode 0 none, 1 L2, 2 decoupled");
+
+  m.def(
+      "sparse_adam_step",
+      [](py::array param, py::array rows, py::array values, py::array exp_avg, py::array exp_avg_sq, double beta1,
+         double beta2, double alpha, double eps, double wd, double decay, int mode) -> i64 {
+        if (param.ndim() != 2) shape_error(OPS, "param must be 2-D (V, D)");
+        same_size(OPS, param, exp_avg, "m");
+        same_size(OPS, param, exp_avg_sq, "v");
+        const i64 V = dim(param, 0), D = dim(param, 1);
+        if (rows.ndim() != 1) shape_error(OPS, "rows must be 1-D");
+        const i64 R = dim(rows, 0);
+        if (values.ndim() != 2 || dim(values, 0) != R || dim(values, 1) != D)
+          shape_error(OPS, "values must be (len(rows), D)");
+        return with_float(param, OPS, "param", [&](auto tt) -> i64 {
+          using T = decltype(tt);
+          T* p = mptr<T>(param, dt_of<T>(), OPS, "param");
+          const T* g = cptr<T>(values, dt_of<T>(), OPS, "values");
+          T* mm = mptr<T>(exp_avg, dt_of<T>(), OPS, "m");
+          T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), OPS, "v");
+          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+          return with_index(rows, OPS, "rows", [&](auto ii) -> i64 {
+            using I = decltype(ii);
+            const I* r = cptr<I>(rows, dt_of<I>(), OPS, "rows");
+            py::gil_scoped_release nogil;
+            const i64 st = check_rows(r, R, V);
+            if (st) return st;  // nothing written
+            with_decay<T>(mode, [&](auto wdm) { sparse_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, R, D, k); });
+            return 0;
+          });
+        });
+      },
+      py::arg("param"), py::arg("rows"), py::arg("values"), py::arg("m"), py::arg("v"), py::arg("beta1"),
+      py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
+      "lazy Adam on rows (strictly increasing); returns 0, 1 + i (rows[i] out of range) or -(1 + i) (not increasing)");
+}
+
 }  // namespace fastscale

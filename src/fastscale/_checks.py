@@ -104,7 +104,7 @@ def check_shape(op: str, name: str, a, shape: tuple, what: str = ""):
 
 
 def check_writeable(op: str, name: str, a):
-    if not a.flags.writeable:
+    if not getattr(a.flags, "writeable", True):  # cupy arrays are always writeable
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be writeable")
     if not a.flags.c_contiguous:
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be C-contiguous")
@@ -115,7 +115,9 @@ def check_no_overlap(op: str, **arrays):
     items = [(n, a) for n, a in arrays.items() if a is not None]
     for i in range(len(items)):
         for j in range(i + 1, len(items)):
-            if np.shares_memory(items[i][1], items[j][1]) if isinstance(items[i][1], np.ndarray) else False:
+            a, b = items[i][1], items[j][1]
+            xp = np if isinstance(a, np.ndarray) else xp_of(True)
+            if xp.shares_memory(a, b):
                 raise ValueError(f"{op}: arguments '{items[i][0]}' and '{items[j][0]}' must not share memory")
 
 

@@ -1,9 +1,371 @@
-"""PLACEHOLDER: replaced by the adam op."""
+"""adam: the fused Adam update, in place (dense ``adam_step`` and lazy ``sparse_adam_step``).
+
+One call updates ``param``, ``m`` (first moment) and ``v`` (second moment) in place, in one
+pass over memory.  With ``t = step``, ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``::
+
+    g = grad + weight_decay * param          # decoupled=False: L2 (torch Adam, Keras)
+    param *= 1 - lr * weight_decay           # decoupled=True: AdamW (torch AdamW)
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+
+then, by ``eps_placement``:
+
+* ``"keras"`` (Keras' "epsilon hat", also TF1 / the Adam paper's section 2 note)::
+
+      alpha = lr * sqrt(bc2) / bc1
+      param -= alpha * m / (sqrt(v) + eps)
+
+* ``"torch"`` (PyTorch's ``torch.optim.Adam``)::
+
+      param -= lr * (m / bc1) / (sqrt(v / bc2) + eps)
+
+The two differ only in where eps sits: the torch form equals the Keras form with
+``eps * sqrt(bc2)`` in place of ``eps``, which is how every backend computes it (the
+coefficients are computed once per call in float64; the elementwise math runs in the
+arrays' dtype).  Measured against the bias-corrected ``sqrt(v / bc2)``, Keras' eps is
+``eps / sqrt(bc2)``: at step 1 with ``beta2 = 0.999`` the update is ``lr * g / (|g| + 31.6 eps)``
+for Keras and ``lr * g / (|g| + eps)`` for torch; the two converge as ``bc2 -> 1``.
+
+``sparse_adam_step`` is lazy Adam (TF ``LazyAdam``, ``torch.optim.SparseAdam``): only the
+listed rows of a ``(V, D)`` table and of its moments change, each by the formulas above with
+the global ``step``; the rows not listed keep their moments (they do not decay).
+
+Backends: ``cpp`` (csrc/cpu/adam.cpp), ``numba`` and ``numpy`` (also ``cupy``, the xp idiom).
+The module reads top-down: public functions with every check, ``reference()``, then the
+backends.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _backends, _checks as C
+
+OP = "adam_step"
+OPS = "sparse_adam_step"
+PLACEMENTS = ("keras", "torch")
+# Decay modes, as the kernels number them.
+NONE, L2, DECOUPLED = 0, 1, 2
 
 
-def adam_step(*args, **kwargs):
-    raise NotImplementedError('adam_step')
+class _Coef(NamedTuple):
+    """Per-call scalars (float64), shared by every backend."""
+
+    beta1: float
+    beta2: float
+    alpha: float
+    eps: float  # eps as it enters the denominator sqrt(v) + eps
+    weight_decay: float
+    decay: float  # 1 - lr * weight_decay (decoupled only)
+    mode: int
 
 
-def sparse_adam_step(*args, **kwargs):
-    raise NotImplementedError('sparse_adam_step')
+# ---------------------------------------------------------------------------- public API
+def _hyper(op, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement) -> _Coef:
+    """Check every hyperparameter and return the kernel coefficients (nothing is written yet)."""
+    t = C.scalar(op, "step", step, lo=1, integer=True)
+    lr = C.scalar(op, "lr", lr, lo=0)
+    beta1 = C.scalar(op, "beta1", beta1, lo=0, hi=1, hi_open=True)
+    beta2 = C.scalar(op, "beta2", beta2, lo=0, hi=1, hi_open=True)
+    eps = C.scalar(op, "eps", eps, lo=0, lo_open=True)
+    wd = C.scalar(op, "weight_decay", weight_decay, lo=0)
+    if not isinstance(decoupled, (bool, np.bool_)):
+        raise TypeError(f"{op}: argument 'decoupled' must be a bool, got {type(decoupled).__name__}")
+    C.choice(op, "eps_placement", eps_placement, PLACEMENTS)
+    bc1 = 1.0 - beta1**t
+    sqrt_bc2 = math.sqrt(1.0 - beta2**t)
+    alpha = lr * sqrt_bc2 / bc1
+    eps_eff = eps if eps_placement == "keras" else eps * sqrt_bc2
+    mode = NONE if wd == 0.0 else (DECOUPLED if decoupled else L2)
+    return _Coef(beta1, beta2, alpha, eps_eff, wd, 1.0 - lr * wd, mode)
+
+
+def _check_inplace(op, name, a):
+    """Updated in place: C-contiguous and (numpy) writeable."""
+    if isinstance(a, np.ndarray):
+        C.check_writeable(op, name, a)
+    elif not a.flags.c_contiguous:
+        raise ValueError(f"{op}: argument '{name}' is updated in place and must be C-contiguous")
+
+
+def adam_step(
+    param,
+    grad,
+    m,
+    v,
+    *,
+    step,
+    lr=1e-3,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-7,
+    weight_decay=0.0,
+    decoupled=False,
+    eps_placement="keras",
+    backend=None,
+):
+    """One fused Adam step: updates ``param``, ``m`` and ``v`` in place; returns None.
+
+    ``param``, ``grad``, ``m``, ``v``: any shape, all the same shape and float dtype; ``param``,
+    ``m`` and ``v`` C-contiguous, writeable and not sharing memory.  ``step``: the 1-based
+    step number (after this update).  ``eps_placement``: ``"keras"`` (Keras' epsilon-hat,
+    ``param -= lr*sqrt(1-beta2**t)/(1-beta1**t) * m / (sqrt(v) + eps)``) or ``"torch"``
+    (``param -= lr * (m/(1-beta1**t)) / (sqrt(v/(1-beta2**t)) + eps)``).  ``weight_decay``
+    with ``decoupled=False`` adds ``weight_decay * param`` to the gradient before the moments
+    (L2, as torch Adam / Keras); with ``decoupled=True`` it scales ``param`` by
+    ``1 - lr*weight_decay`` first (AdamW).  See the module docstring for the formulas.
+    """
+    is_cupy = C.array_kind(OP, param=param, grad=grad, m=m, v=v)
+    C.check_float(OP, "param", param)
+    for name, a in (("grad", grad), ("m", m), ("v", v)):
+        C.check_float(OP, name, a, dtype=param.dtype)
+    for name, a in (("grad", grad), ("m", m), ("v", v)):
+        C.check_shape(OP, name, a, param.shape, "the shape of param")
+    for name, a in (("param", param), ("m", m), ("v", v)):
+        _check_inplace(OP, name, a)
+    C.check_no_overlap(OP, param=param, grad=grad, m=m, v=v)
+    k = _hyper(OP, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
+    _name, impl = _IMPL.pick(backend, is_cupy)
+    impl(param, C.contiguous(grad), m, v, k)
+
+
+def sparse_adam_step(
+    param,
+    rows,
+    values,
+    m,
+    v,
+    *,
+    step,
+    lr=1e-3,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-7,
+    weight_decay=0.0,
+    decoupled=False,
+    eps_placement="keras",
+    backend=None,
+):
+    """Lazy Adam: the :func:`adam_step` update on ``param[rows]``, ``m[rows]``, ``v[rows]`` only.
+
+    ``param``, ``m``, ``v``: ``(V, D)``; ``rows``: int32/int64 ``(R,)``, strictly increasing,
+    within ``[0, V)`` (``SparseRows.rows`` is); ``values``: ``(R, D)``, the gradient of those
+    rows.  Rows not listed are left exactly as they are (their moments do not decay).  An
+    out-of-range row raises IndexError, rows that are not strictly increasing ValueError,
+    before anything is written.
+    """
+    is_cupy = C.array_kind(OPS, param=param, rows=rows, values=values, m=m, v=v)
+    C.check_float(OPS, "param", param, ndim=2)
+    C.check_index(OPS, "rows", rows, ndim=1)
+    for name, a in (("values", values), ("m", m), ("v", v)):
+        C.check_float(OPS, name, a, dtype=param.dtype)
+    C.check_shape(OPS, "m", m, param.shape, "the shape of param")
+    C.check_shape(OPS, "v", v, param.shape, "the shape of param")
+    C.check_shape(OPS, "values", values, (rows.shape[0], param.shape[1]), "(len(rows), D)")
+    for name, a in (("param", param), ("m", m), ("v", v)):
+        _check_inplace(OPS, name, a)
+    C.check_no_overlap(OPS, param=param, values=values, m=m, v=v)
+    k = _hyper(OPS, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
+    _name, impl = _SPARSE.pick(backend, is_cupy)
+    impl(param, C.contiguous(rows), C.contiguous(values), m, v, k)
+
+
+# ---------------------------------------------------------------------------- reference
+def reference(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0,
+              decoupled=False, eps_placement="keras"):
+    """Loops in float64, the formulas exactly as Keras / PyTorch write them.
+
+    Returns new ``(param, m, v)`` arrays; the inputs are not changed.
+    """
+    shape = np.shape(param)
+    p = np.array(param, dtype=np.float64).reshape(-1)
+    g_in = np.asarray(grad, dtype=np.float64).reshape(-1)
+    mm = np.array(m, dtype=np.float64).reshape(-1)
+    vv = np.array(v, dtype=np.float64).reshape(-1)
+    bc1 = 1.0 - beta1**step
+    bc2 = 1.0 - beta2**step
+    for i in range(p.shape[0]):
+        g = g_in[i]
+        if weight_decay and not decoupled:
+            g = g + weight_decay * p[i]
+        if weight_decay and decoupled:
+            p[i] = p[i] * (1.0 - lr * weight_decay)
+        mm[i] = beta1 * mm[i] + (1.0 - beta1) * g
+        vv[i] = beta2 * vv[i] + (1.0 - beta2) * g * g
+        if eps_placement == "keras":
+            alpha = lr * math.sqrt(bc2) / bc1
+            p[i] = p[i] - alpha * mm[i] / (math.sqrt(vv[i]) + eps)
+        else:
+            m_hat = mm[i] / bc1
+            v_hat = vv[i] / bc2
+            p[i] = p[i] - lr * m_hat / (math.sqrt(v_hat) + eps)
+    return p.reshape(shape), mm.reshape(shape), vv.reshape(shape)
+
+
+def reference_sparse(param, rows, values, m, v, **hyper):
+    """Lazy Adam in float64: the dense reference applied to each listed row, others untouched."""
+    p = np.array(param, dtype=np.float64)
+    mm = np.array(m, dtype=np.float64)
+    vv = np.array(v, dtype=np.float64)
+    for i, r in enumerate(np.asarray(rows)):
+        p[r], mm[r], vv[r] = reference(p[r], np.asarray(values)[i], mm[r], vv[r], **hyper)
+    return p, mm, vv
+
+
+# ---------------------------------------------------------------------------- numpy / cupy
+def _xp(a):
+    return np if isinstance(a, np.ndarray) else C.xp_of(True)
+
+
+def _update_xp(p, g, m, v, k: _Coef, t1, t2, xp):
+    """The update on 1-D slices in the arrays' dtype; t1, t2 are scratch of the same size."""
+    dt = p.dtype.type
+    if k.mode == L2:
+        xp.multiply(p, dt(k.weight_decay), out=t1)
+        g = xp.add(t1, g, out=t1)
+    elif k.mode == DECOUPLED:
+        p *= dt(k.decay)
+    xp.subtract(g, m, out=t2)  # m += (1 - beta1) * (g - m)
+    t2 *= dt(1.0 - k.beta1)
+    m += t2
+    v *= dt(k.beta2)  # v = beta2 * v + (1 - beta2) * g * g
+    xp.multiply(g, g, out=t2)
+    t2 *= dt(1.0 - k.beta2)
+    v += t2
+    xp.sqrt(v, out=t2)  # p -= alpha * m / (sqrt(v) + eps)
+    t2 += dt(k.eps)
+    xp.divide(m, t2, out=t2)
+    t2 *= dt(k.alpha)
+    p -= t2
+
+
+def _numpy_dense(param, grad, m, v, k: _Coef):
+    xp = _xp(param)
+    p, g, mm, vv = (a.reshape(-1) for a in (param, grad, m, v))
+    n = p.shape[0]
+    # numpy: 16K-element slices so the two temporaries stay in cache; cupy: one launch each.
+    chunk = max(1, n) if xp is not np else 1 << 14
+    t1 = xp.empty(min(chunk, n), p.dtype)
+    t2 = xp.empty(min(chunk, n), p.dtype)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        _update_xp(p[s:e], g[s:e], mm[s:e], vv[s:e], k, t1[: e - s], t2[: e - s], xp)
+
+
+def _raise_unordered(op, rows, i):
+    raise ValueError(
+        f"{op}: argument 'rows' must be strictly increasing (sorted, no duplicates), "
+        f"got rows[{i - 1}] = {int(rows[i - 1])} and rows[{i}] = {int(rows[i])}"
+    )
+
+
+def _check_rows(op, rows, V):
+    """The first position where rows leaves [0, V) (IndexError) or stops increasing (ValueError)."""
+    if rows.shape[0] == 0:
+        return
+    out = (rows < 0) | (rows >= V)
+    bad = out.copy()
+    bad[1:] |= rows[1:] <= rows[:-1]
+    if bool(bad.any()):
+        i = int(bad.argmax())
+        if bool(out[i]):
+            C.raise_bad_id(op, "rows", rows, i, V)
+        _raise_unordered(op, rows, i)
+
+
+def _numpy_sparse(param, rows, values, m, v, k: _Coef):
+    _check_rows(OPS, rows, param.shape[0])
+    if rows.shape[0] == 0:
+        return
+    # Gather the touched rows, run the dense update on them, scatter back (rows are unique).
+    p, mm, vv = param[rows], m[rows], v[rows]
+    _numpy_dense(p, values, mm, vv, k)
+    param[rows] = p
+    m[rows] = mm
+    v[rows] = vv
+
+
+# ---------------------------------------------------------------------------- numba
+def _make_numba():
+    import numba
+
+    @numba.njit(inline="always")
+    def elem(p, m, v, j, gj, c1, b2, c2, alpha, eps, wd, decay, mode):
+        pj = p[j]
+        if mode == 1:
+            gj = gj + wd * pj
+        elif mode == 2:
+            pj = pj * decay
+        mj = m[j] + c1 * (gj - m[j])
+        vj = b2 * v[j] + c2 * (gj * gj)
+        m[j] = mj
+        v[j] = vj
+        p[j] = pj - alpha * mj / (np.sqrt(vj) + eps)
+
+    @numba.njit(cache=True, parallel=True, nogil=True)
+    def dense(p, g, m, v, c1, b2, c2, alpha, eps, wd, decay, mode):
+        n = p.shape[0]
+        nb = (n + 4095) // 4096
+        for b in numba.prange(nb):
+            for j in range(b * 4096, min(n, (b + 1) * 4096)):
+                elem(p, m, v, j, g[j], c1, b2, c2, alpha, eps, wd, decay, mode)
+
+    @numba.njit(cache=True, parallel=True, nogil=True)
+    def sparse(p, rows, vals, m, v, c1, b2, c2, alpha, eps, wd, decay, mode):
+        D = p.shape[1]
+        for i in numba.prange(rows.shape[0]):
+            r = rows[i]
+            pr, mr, vr, gr = p[r], m[r], v[r], vals[i]
+            for j in range(D):
+                elem(pr, mr, vr, j, gr[j], c1, b2, c2, alpha, eps, wd, decay, mode)
+
+    return dense, sparse
+
+
+_numba_cache: list = []
+
+
+def _numba_fns():
+    if not _numba_cache:
+        _numba_cache.append(_make_numba())
+    return _numba_cache[0]
+
+
+def _scalars(k: _Coef, dtype):
+    """The kernel scalars in the arrays' dtype, so numba does float32 math for float32."""
+    dt = np.dtype(dtype).type
+    return (dt(1.0 - k.beta1), dt(k.beta2), dt(1.0 - k.beta2), dt(k.alpha), dt(k.eps), dt(k.weight_decay),
+            dt(k.decay), k.mode)
+
+
+def _numba_dense(param, grad, m, v, k: _Coef):
+    dense, _ = _numba_fns()
+    dense(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), *_scalars(k, param.dtype))
+
+
+def _numba_sparse(param, rows, values, m, v, k: _Coef):
+    _check_rows(OPS, rows, param.shape[0])
+    _, sparse = _numba_fns()
+    sparse(param, rows, values, m, v, *_scalars(k, param.dtype))
+
+
+# ---------------------------------------------------------------------------- cpp
+def _cpp_dense(param, grad, m, v, k: _Coef):
+    cpu = _backends.module("cpp")
+    cpu.adam_step(param, grad, m, v, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode)
+
+
+def _cpp_sparse(param, rows, values, m, v, k: _Coef):
+    cpu = _backends.module("cpp")
+    status = cpu.sparse_adam_step(param, rows, values, m, v, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay,
+                                  k.decay, k.mode)
+    if status > 0:
+        C.raise_bad_id(OPS, "rows", rows, status - 1, param.shape[0])
+    if status < 0:
+        _raise_unordered(OPS, rows, -status - 1)
+
+
+_IMPL = _backends.register(OP, cpp=_cpp_dense, numba=_numba_dense, numpy=_numpy_dense, cupy=_numpy_dense)
+_SPARSE = _backends.register(OPS, cpp=_cpp_sparse, numba=_numba_sparse, numpy=_numpy_sparse, cupy=_numpy_sparse)

@@ -1,0 +1,716 @@
+"""Text to ids: a Keras-compatible ``Tokenizer``, ``pad_sequences``, and bag encoding.
+
+Pure Python + NumPy (the tokenizer needs no kernel).  ``Tokenizer`` follows Keras'
+``keras.preprocessing.text.Tokenizer`` exactly (same ``word_counts``, ``word_docs``,
+``document_count``, ``index_docs``, ``word_index``, same ids, same JSON layout), with three
+fastscale options; of them only ``strip_html`` (on by default) changes a Keras port's ids:
+
+* ``strip_html=True`` (default): before anything else, every HTML line break ``<br>``,
+  ``<br/>``, ``<br />`` (``"<br"`` case-insensitive, then any number of ASCII spaces, an
+  optional ``/``, ``">"``) is replaced by one space, so IMDB's ``<br /><br />`` does not
+  become the token ``"br"``.  Set it to False for Keras' exact ids.
+* ``ngrams=n`` (default 1): the fastText trick.  ``texts_to_sequences`` appends, after a
+  text's word ids, one id per word n-gram of length 2..n, ``vocab_size + ngram_hash(g) %
+  buckets`` (see ``ngram_hash``), ordered as fastText does: by start position, then by length.
+* ``buckets`` (default 2**20): the size of the n-gram hash table.
+
+Tokenizing rules (the contract a C++ tokenizer reproduces): for a ``str`` text, (1) strip
+HTML line breaks if ``strip_html``, (2) ``str.lower()`` if ``lower``, (3) word level: every
+character of ``filters`` becomes ``split``, then ``text.split(split)``, empty strings dropped;
+char level: the characters themselves (``filters`` are not applied, as in Keras).  A text that
+is a ``list`` is taken as its tokens (lower-cased if ``lower``), as in Keras.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections import OrderedDict, defaultdict
+from itertools import chain
+
+import numpy as np
+
+__all__ = [
+    "Tokenizer",
+    "fnv1a_32",
+    "ngram_hash",
+    "pad_sequences",
+    "sequences_to_bags",
+    "text_to_word_sequence",
+    "tokenizer_from_json",
+]
+
+DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+
+# One regex pass over the whole text (not per word); guarded by a cheap `"<" in text`.
+_BR = re.compile(r"<[bB][rR] */?>")
+
+# Characters that str.split() (no argument) treats as separators.  When a translated text
+# contains none of them except " ", text.split() equals [w for w in text.split(" ") if w] and
+# is about twice as fast; otherwise Keras' exact split(" ") is used.
+_OTHER_WS = (  # == "".join(c for c in map(chr, range(0x110000)) if c.isspace() and c != " ")
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+_FNV_OFFSET = 2166136261
+_FNV_PRIME = 16777619
+_NGRAM_MULT = 116049371  # fastText's n-gram combining multiplier
+_U64 = (1 << 64) - 1
+
+
+def fnv1a_32(token: str) -> int:
+    """32-bit FNV-1a of the token's UTF-8 bytes (unsigned, in ``[0, 2**32)``).
+
+    ``h = 2166136261; for each byte b: h = ((h ^ b) * 16777619) mod 2**32``.
+    (fastText sign-extends each byte first; that differs for non-ASCII bytes.  This is the
+    standard FNV-1a.)
+    """
+    h = _FNV_OFFSET
+    for b in token.encode("utf-8"):
+        h = ((h ^ b) * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def ngram_hash(tokens) -> int:
+    """Hash of a word n-gram from its token strings, in ``[0, 2**64)``.
+
+    ``h = fnv1a_32(t[0]); for each next token t: h = (h * 116049371 + fnv1a_32(t)) mod 2**64``,
+    all unsigned (fastText combines the same way but sign-extends the 32-bit token hashes).
+    The n-gram's id is ``vocab_size + ngram_hash(tokens) % buckets``.
+    """
+    it = iter(tokens)
+    h = fnv1a_32(next(it))
+    for t in it:
+        h = (h * _NGRAM_MULT + fnv1a_32(t)) & _U64
+    return h
+
+
+class _HashCache(dict):
+    """token -> fnv1a_32(token), computed once per distinct token."""
+
+    __slots__ = ()
+
+    def __missing__(self, token):
+        if len(self) > 4_000_000:  # bound the memory an endless stream of new tokens can take
+            self.clear()
+        h = self[token] = fnv1a_32(token)
+        return h
+
+
+class _OOVLookup(dict):
+    """word -> id; an unknown word gives the OOV id without being inserted."""
+
+    __slots__ = ("oov",)
+
+    def __missing__(self, word):
+        return self.oov
+
+
+class _Enumerator(dict):
+    """key -> 0, 1, 2, ... in first-seen order (the id is assigned on the first lookup)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        v = self[key] = len(self)
+        return v
+
+
+_FIT_CACHE_TOKENS = 1 << 26  # at most 256 MB of cached provisional ids
+_COUNT_CHUNK = 1 << 22
+
+
+def _count(arrays, n_words):
+    """Per provisional id: total count, and number of arrays (texts) containing it (lists)."""
+    counts = np.zeros(n_words, dtype=np.int64)
+    docs = np.zeros(n_words, dtype=np.int64)
+    i = 0
+    while i < len(arrays):
+        # A chunk of whole texts (a text's ids are deduplicated within the text only).
+        j, acc = i, 0
+        while j < len(arrays) and (acc == 0 or acc + len(arrays[j]) <= _COUNT_CHUNK):
+            acc += len(arrays[j])
+            j += 1
+        chunk = arrays[i:j]
+        flat = np.concatenate(chunk).astype(np.int64)
+        lens = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        counts += np.bincount(flat, minlength=n_words)
+        # Unique (text, id) pairs: sort the keys text * n + id, keep the first of each run.
+        keys = np.repeat(np.arange(len(chunk), dtype=np.int64), lens) * n_words + flat
+        keys.sort()
+        first = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        docs += np.bincount(keys[first] % max(n_words, 1), minlength=n_words)
+        i = j
+    return counts.tolist(), docs.tolist()
+
+
+def text_to_word_sequence(text, filters=DEFAULT_FILTERS, lower=True, split=" "):
+    """Keras' ``text_to_word_sequence``: lower, filters -> ``split``, split, drop empties."""
+    if lower:
+        text = text.lower()
+    text = text.translate(str.maketrans({c: split for c in filters}))
+    return [w for w in text.split(split) if w]
+
+
+class Tokenizer:
+    """Keras' ``Tokenizer`` with fastscale's ``strip_html``, ``ngrams`` and ``buckets``.
+
+    Attributes as in Keras: ``word_counts`` (word -> count, first-seen order), ``word_docs``
+    (word -> number of texts containing it), ``document_count``, ``word_index`` (word -> id,
+    1-based, by descending count with ties in first-seen order, ``oov_token`` at 1),
+    ``index_word`` and ``index_docs``.  ``texts_to_sequences`` keeps words whose id is
+    ``< num_words``; the others (and unknown words) become the OOV id when ``oov_token`` is
+    set and are dropped otherwise.  ``num_words`` only limits encoding, never fitting.
+    """
+
+    def __init__(
+        self,
+        num_words=None,
+        filters=DEFAULT_FILTERS,
+        lower=True,
+        split=" ",
+        char_level=False,
+        oov_token=None,
+        document_count=0,
+        strip_html=True,
+        ngrams=1,
+        buckets=2**20,
+        **kwargs,
+    ):
+        if "nb_words" in kwargs:  # Keras' legacy alias
+            num_words = kwargs.pop("nb_words")
+        if kwargs:
+            raise TypeError(f"Tokenizer: unrecognized keyword arguments: {sorted(kwargs)}")
+        if num_words is not None and (isinstance(num_words, bool) or not isinstance(num_words, (int, np.integer)) or num_words < 0):
+            raise ValueError(f"Tokenizer: argument 'num_words' must be None or an int >= 0, got {num_words!r}")
+        if isinstance(ngrams, bool) or not isinstance(ngrams, (int, np.integer)) or ngrams < 1:
+            raise ValueError(f"Tokenizer: argument 'ngrams' must be an int >= 1, got {ngrams!r}")
+        if isinstance(buckets, bool) or not isinstance(buckets, (int, np.integer)) or buckets < 1:
+            raise ValueError(f"Tokenizer: argument 'buckets' must be an int >= 1, got {buckets!r}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"Tokenizer: argument 'split' must be a non-empty str, got {split!r}")
+        self.word_counts = OrderedDict()
+        self.word_docs = defaultdict(int)
+        self.filters = filters
+        self.split = split
+        self.lower = lower
+        self.num_words = None if num_words is None else int(num_words)
+        self.document_count = document_count
+        self.char_level = char_level
+        self.oov_token = oov_token
+        self.index_docs = defaultdict(int)
+        self.word_index = {}
+        self.index_word = {}
+        self.strip_html = bool(strip_html)
+        self.ngrams = int(ngrams)
+        self.buckets = int(buckets)
+        self._hashes = _HashCache()
+        self._lookup_cache = None
+        self._fit_cache = None
+
+    # ---------------------------------------------------------------- tokenizing
+    def _tokenizer(self):
+        """A function text -> list of tokens for the current options (tables built once)."""
+        lower, strip, split = self.lower, self.strip_html, self.split
+        br_sub = _BR.sub
+
+        def prep(text):
+            if strip and "<" in text:
+                text = br_sub(" ", text)
+            return text.lower() if lower else text
+
+        if self.char_level:
+
+            def tokens(text):
+                if isinstance(text, list):
+                    return [t.lower() for t in text] if lower else list(text)
+                return list(prep(text))
+
+            return tokens
+
+        table = str.maketrans({c: split for c in self.filters})
+        if split == " ":
+            # Whitespace that survives translation (not in filters) would make split() differ.
+            residual = "".join(c for c in _OTHER_WS if c not in self.filters)
+            has_other_ws = re.compile("[" + re.escape(residual) + "]").search if residual else None
+
+            def tokens(text):
+                if isinstance(text, list):
+                    return [t.lower() for t in text] if lower else list(text)
+                text = prep(text).translate(table)
+                if has_other_ws is None or has_other_ws(text) is None:
+                    return text.split()
+                return list(filter(None, text.split(" ")))
+
+        else:
+
+            def tokens(text):
+                if isinstance(text, list):
+                    return [t.lower() for t in text] if lower else list(text)
+                return list(filter(None, prep(text).translate(table).split(split)))
+
+        return tokens
+
+    def tokenize(self, texts):
+        """The token lists of ``texts`` as ``fit_on_texts`` and ``texts_to_sequences`` see them."""
+        tok = self._tokenizer()
+        return [tok(t) for t in texts]
+
+    # ---------------------------------------------------------------- fitting
+    def fit_on_texts(self, texts):
+        """Update the vocabulary from ``texts`` (str, or list of tokens), as Keras does.
+
+        When ``texts`` is a list or tuple, the token ids of this fit are kept (4 bytes a token,
+        up to 2**26 tokens) until the next fit, so that encoding exactly these text objects
+        again (``texts_to_sequences(texts)``, ``texts_to_bags(texts)``) skips tokenizing.
+        """
+        tok = self._tokenizer()
+        first_seen = _Enumerator()  # word -> provisional id, in first-seen order
+        get = first_seen.__getitem__
+        arrays = []
+        for text in texts:
+            seq = tok(text)
+            arrays.append(np.fromiter(map(get, seq), dtype=np.int32, count=len(seq)))
+        words = list(first_seen)
+        counts, docs = _count(arrays, len(words))
+        self.document_count += len(arrays)
+        if self.word_counts:
+            wc, wd = self.word_counts, self.word_docs
+            for w, c, d in zip(words, counts, docs):
+                wc[w] = wc.get(w, 0) + c
+                wd[w] = wd.get(w, 0) + d
+        else:
+            self.word_counts = OrderedDict(zip(words, counts))
+            self.word_docs = defaultdict(int, zip(words, docs))
+        self._rebuild_index()
+        # Fitting then encoding the same texts is the common case: keep their provisional ids
+        # (4 bytes a token) so that encoding them needs no second tokenizing pass.
+        self._fit_cache = None
+        total = sum(map(len, arrays))
+        if isinstance(texts, (list, tuple)) and total <= _FIT_CACHE_TOKENS:
+            self._fit_cache = (tuple(texts), self._options(), words, arrays)
+
+    def _options(self):
+        return (self.filters, self.lower, self.split, self.char_level, self.strip_html)
+
+    def _cached(self, texts):
+        """The provisional ids of ``texts`` if they are exactly the last fitted texts."""
+        c = self._fit_cache
+        if (
+            c is None
+            or not isinstance(texts, (list, tuple))
+            or len(texts) != len(c[0])
+            or c[1] != self._options()
+            or not all(map(operator.is_, texts, c[0]))  # str is immutable: same object, same text
+        ):
+            return None
+        return c
+
+    def fit_on_sequences(self, sequences):
+        """Keras' ``fit_on_sequences``: ``index_docs`` from id sequences."""
+        for seq in sequences:
+            self.document_count += 1
+            for i in set(seq):
+                self.index_docs[i] += 1
+
+    def _rebuild_index(self):
+        wcounts = sorted(self.word_counts.items(), key=lambda x: x[1], reverse=True)  # stable
+        sorted_voc = [] if self.oov_token is None else [self.oov_token]
+        sorted_voc.extend(w for w, _ in wcounts)
+        # Keras' dict(zip(...)): if oov_token also occurs as a word, the word's (later) index
+        # wins and index 1 is left unused.  Kept for exact compatibility.
+        self.word_index = dict(zip(sorted_voc, range(1, len(sorted_voc) + 1)))
+        self.index_word = {c: w for w, c in self.word_index.items()}
+        wi = self.word_index
+        for w, c in self.word_docs.items():
+            self.index_docs[wi[w]] = c
+        self._lookup_cache = None
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def vocab_size(self):
+        """Ids of words are in ``[0, vocab_size)``: ``num_words`` if set, else
+        ``max(word_index) + 1`` (= ``len(word_index) + 1`` unless ``oov_token`` is also a word)."""
+        if self.num_words:
+            return self.num_words
+        return max(self.word_index.values(), default=0) + 1
+
+    @property
+    def num_ids(self):
+        """The number of rows an Embedding needs for every id this tokenizer emits."""
+        return self.vocab_size + (self.buckets if self.ngrams > 1 else 0)
+
+    # ---------------------------------------------------------------- encoding
+    def _lookup(self):
+        """``(lut, plain, encode)``: ``lut`` maps word -> final id (num_words and OOV applied;
+        unknown words give the OOV id); ``plain`` says every id is an int >= 1 (no Keras edge
+        case); ``encode`` maps a token list to its id list.  Cached until the vocabulary changes."""
+        # The dict itself is kept (compared with `is`): a new word_index never reuses a stale map.
+        key = (self.num_words, self.oov_token, len(self.word_index))
+        c = self._lookup_cache
+        if c is not None and c[0] is self.word_index and c[1] == key:
+            return c[2]
+        num_words = self.num_words
+        oov_index = self.word_index.get(self.oov_token)
+        lut = _OOVLookup()
+        lut.oov = oov_index
+        for w, i in self.word_index.items():
+            if num_words and i >= num_words:
+                if oov_index is not None:
+                    lut[w] = oov_index
+            else:
+                lut[w] = i
+        plain = all(type(i) is int and i >= 1 for i in lut.values())
+        if self.oov_token is not None:
+            # Keras appends word_index.get(oov_token) for unknown words (None if never fitted).
+            plain = plain and type(oov_index) is int and oov_index >= 1
+            encode = lambda seq: list(map(lut.__getitem__, seq))  # noqa: E731
+        elif not plain:
+            encode = lambda seq: [i for i in map(lut.get, seq) if i is not None]  # noqa: E731
+        else:  # ids are >= 1, so filter(None) drops exactly the unknown words
+            encode = lambda seq: list(filter(None, map(lut.get, seq)))  # noqa: E731
+        self._lookup_cache = (self.word_index, key, (lut, plain, encode))
+        return lut, plain, encode
+
+    def _encode_cached(self, texts):
+        """For the last fitted texts, from their cached provisional ids: ``(word ids int64,
+        word offsets int64 (B+1,), token hashes uint64 or None, tokens per text)``; else None."""
+        c = self._cached(texts)
+        if c is None:
+            return None
+        lut, plain, _ = self._lookup()
+        if not plain:
+            return None
+        _, _, words, arrays = c
+        miss = -1 if self.oov_token is None else lut.oov
+        final = np.fromiter((lut.get(w, miss) for w in words), dtype=np.int64, count=len(words))
+        lens = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        prov = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+        ids = final[prov]
+        if self.oov_token is None:  # drop unknown words and those >= num_words
+            keep = ids >= 0
+            kept = np.zeros(len(ids) + 1, dtype=np.int64)
+            np.cumsum(keep, out=kept[1:])
+            ids, woff = ids[keep], kept[offsets]
+        else:
+            woff = offsets
+        hashes = None
+        if self.ngrams > 1:
+            hw = np.fromiter(map(self._hashes.__getitem__, words), dtype=np.uint64, count=len(words))
+            hashes = hw[prov]
+        return ids, woff, hashes, lens
+
+    def _token_hashes(self, token_lists):
+        lens = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        hget = self._hashes.__getitem__
+        flat = np.fromiter(chain.from_iterable(map(hget, t) for t in token_lists), dtype=np.uint64, count=int(lens.sum()))
+        return flat, lens
+
+    def _ngram_ids(self, hashes, lens, chunk_tokens=1 << 20):
+        """All n-gram ids (int64, text after text) and how many each text has, from the flat
+        token hashes and tokens per text.  Chunks of about ``chunk_tokens`` tokens bound the
+        temporaries."""
+        ids, counts = [], []
+        ends = np.cumsum(lens)
+        i = 0
+        while i < len(lens) or not ids:
+            base = int(ends[i - 1]) if i else 0
+            j = max(int(np.searchsorted(ends, base + chunk_tokens, side="right")), i + 1)
+            j = min(j, len(lens))
+            stop = int(ends[j - 1]) if j else 0
+            a, b = self._ngram_ids_chunk(hashes[base:stop], lens[i:j])
+            ids.append(a)
+            counts.append(b)
+            i = j
+            if i >= len(lens):
+                break
+        return np.concatenate(ids), np.concatenate(counts)
+
+    def _ngram_ids_chunk(self, flat, lens):
+        n = self.ngrams
+        total = len(flat)
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        # Tokens left in the own text after position i (an n-gram of length k+1 needs >= k).
+        left = np.repeat(starts + lens, lens) - np.arange(total, dtype=np.int64) - 1
+        hk = flat
+        cols, valid = [], []
+        for k in range(1, n):
+            # uint64 arithmetic wraps mod 2**64, exactly ngram_hash's recurrence.
+            m = max(total - k, 0)  # n-grams of length k+1 that start in this chunk (or cross texts)
+            hk = hk[:m] * np.uint64(_NGRAM_MULT) + flat[k : k + m]
+            col = np.zeros(total, dtype=np.uint64)
+            col[:m] = hk
+            cols.append(col)
+            valid.append(left >= k)
+        per_text = np.zeros(len(lens), dtype=np.int64)
+        if total == 0:
+            return np.zeros(0, dtype=np.int64), per_text
+        # Row-major over (position, length): fastText's order, by start then by length.
+        h = np.stack(cols, axis=1)[np.stack(valid, axis=1)]
+        ids = (h % np.uint64(self.buckets)).astype(np.int64) + self.vocab_size
+        for k in range(1, n):
+            per_text += np.maximum(lens - k, 0)
+        return ids, per_text
+
+    def texts_to_sequences(self, texts):
+        """Each text as a list of ids (then its n-gram ids when ``ngrams > 1``)."""
+        cached = self._encode_cached(texts)
+        if cached is not None:
+            ids, woff, hashes, lens = cached
+            wl, wo = ids.tolist(), woff.tolist()
+            if self.ngrams == 1:
+                return [wl[a:b] for a, b in zip(wo, wo[1:])]
+            ids, offsets = _interleave(ids, woff, *self._ngram_ids(hashes, lens), np.int64)
+            al, ao = ids.tolist(), offsets.tolist()  # one slice per text, no list concatenation
+            return [al[a:b] for a, b in zip(ao, ao[1:])]
+        tok = self._tokenizer()
+        encode = self._lookup()[2]
+        if self.ngrams == 1:
+            return [encode(tok(t)) for t in texts]
+        token_lists = [tok(t) for t in texts]
+        gram_ids, per_text = self._ngram_ids(*self._token_hashes(token_lists))
+        grams = gram_ids.tolist()
+        ends = np.cumsum(per_text).tolist()
+        out, s = [], 0
+        for toks, e in zip(token_lists, ends):
+            out.append(encode(toks) + grams[s:e])
+            s = e
+        return out
+
+    def texts_to_sequences_generator(self, texts):
+        """Keras' generator form of ``texts_to_sequences`` (one text at a time)."""
+        for t in texts:
+            yield self.texts_to_sequences([t])[0]
+
+    def sequences_to_texts(self, sequences):
+        """Ids back to space-joined words, as Keras does (n-gram ids are skipped)."""
+        return list(self.sequences_to_texts_generator(sequences))
+
+    def sequences_to_texts_generator(self, sequences):
+        num_words = self.num_words
+        oov_index = self.word_index.get(self.oov_token)
+        limit = self.vocab_size if self.ngrams > 1 else None
+        iw = self.index_word
+        for seq in sequences:
+            vect = []
+            for num in seq:
+                if limit is not None and num >= limit:
+                    continue  # an n-gram id, not a word
+                word = iw.get(num)
+                if word is not None:
+                    if num_words and num >= num_words:
+                        if oov_index is not None:
+                            vect.append(iw[oov_index])
+                    else:
+                        vect.append(word)
+                elif self.oov_token is not None:
+                    vect.append(iw[oov_index])
+            yield " ".join(vect)
+
+    def texts_to_bags(self, texts):
+        """``(ids int32 (N,), offsets int64 (B+1,))`` for ``embedding_bag``: the ids of text
+        ``b`` (words, then n-grams) are ``ids[offsets[b]:offsets[b+1]]``; no padding."""
+        cached = self._encode_cached(texts)
+        if cached is not None:
+            wids, woff, hashes, lens = cached
+        else:
+            tok = self._tokenizer()
+            encode = self._lookup()[2]
+            token_lists = [tok(t) for t in texts]
+            wids, woff = sequences_to_bags([encode(t) for t in token_lists], dtype=np.int64)
+            if self.ngrams > 1:
+                hashes, lens = self._token_hashes(token_lists)
+        if self.ngrams == 1:
+            return _checked_ids(wids, np.int32), woff
+        if self.num_ids > np.iinfo(np.int32).max:
+            raise ValueError(f"Tokenizer: num_ids {self.num_ids} does not fit int32 ids")
+        return _interleave(wids, woff, *self._ngram_ids(hashes, lens), np.int32)
+
+    def sequences_to_bags(self, sequences):
+        """Same as the module function ``sequences_to_bags``."""
+        return sequences_to_bags(sequences)
+
+    # ---------------------------------------------------------------- JSON
+    def get_config(self):
+        """Keras' config dict (the vocabularies JSON-encoded as strings) plus fastscale's options."""
+        return {
+            "num_words": self.num_words,
+            "filters": self.filters,
+            "lower": self.lower,
+            "split": self.split,
+            "char_level": self.char_level,
+            "oov_token": self.oov_token,
+            "document_count": self.document_count,
+            "word_counts": json.dumps(self.word_counts),
+            "word_docs": json.dumps(self.word_docs),
+            "index_docs": json.dumps(self.index_docs),
+            "index_word": json.dumps(self.index_word),
+            "word_index": json.dumps(self.word_index),
+            "strip_html": self.strip_html,
+            "ngrams": self.ngrams,
+            "buckets": self.buckets,
+        }
+
+    def to_json(self, **kwargs):
+        """Keras' JSON layout; ``tokenizer_from_json`` restores it exactly.  ``kwargs`` go to
+        ``json.dumps``."""
+        return json.dumps({"class_name": "Tokenizer", "config": self.get_config()}, **kwargs)
+
+    def __repr__(self):
+        return (
+            f"Tokenizer(num_words={self.num_words!r}, oov_token={self.oov_token!r}, "
+            f"lower={self.lower!r}, char_level={self.char_level!r}, strip_html={self.strip_html!r}, "
+            f"ngrams={self.ngrams!r}, buckets={self.buckets!r}, vocabulary={len(self.word_index)})"
+        )
+
+
+def tokenizer_from_json(json_string):
+    """A ``Tokenizer`` from ``Tokenizer.to_json()`` (fastscale's or Keras')."""
+    config = dict(json.loads(json_string)["config"])
+    word_counts = json.loads(config.pop("word_counts"))
+    word_docs = json.loads(config.pop("word_docs"))
+    index_docs = {int(k): v for k, v in json.loads(config.pop("index_docs")).items()}
+    index_word = {int(k): v for k, v in json.loads(config.pop("index_word")).items()}
+    word_index = json.loads(config.pop("word_index"))
+    # A Keras tokenizer never stripped HTML: keep its ids when its JSON lacks the option.
+    config.setdefault("strip_html", False)
+    tok = Tokenizer(**config)
+    # Restore Keras' container types so that fitting can continue.
+    tok.word_counts = OrderedDict(word_counts)
+    tok.word_docs = defaultdict(int, word_docs)
+    tok.index_docs = defaultdict(int, index_docs)
+    tok.word_index = word_index
+    tok.index_word = index_word
+    return tok
+
+
+def _interleave(wids, woff, gids, gcount, dtype):
+    """Per text, its word ids then its n-gram ids: ``(ids, offsets)``."""
+    wlen = np.diff(woff)
+    offsets = np.zeros(len(wlen) + 1, dtype=np.int64)
+    np.cumsum(wlen + gcount, out=offsets[1:])
+    ids = np.empty(int(offsets[-1]), dtype=dtype)
+    # Word j of text b goes to offsets[b] + j, its n-gram j to offsets[b] + wlen[b] + j.
+    ids[np.repeat(offsets[:-1] - woff[:-1], wlen) + np.arange(len(wids))] = wids
+    gstart = np.zeros(len(gcount), dtype=np.int64)
+    np.cumsum(gcount[:-1], out=gstart[1:])
+    ids[np.repeat(offsets[:-1] + wlen - gstart, gcount) + np.arange(len(gids))] = gids
+    return ids, offsets
+
+
+def sequences_to_bags(sequences, dtype=np.int32):
+    """Id sequences (lists, 1-D arrays, or the rows of a 2-D array) to ``(ids, offsets)``.
+
+    ``ids``: ``dtype`` (int32 by default) ``(N,)``, all ids back to back; ``offsets``: int64
+    ``(B+1,)``, sequence ``b`` is ``ids[offsets[b]:offsets[b+1]]``.  Every id is kept (a
+    padded 2-D array keeps its padding ids).
+    """
+    if isinstance(sequences, np.ndarray):
+        if sequences.ndim != 2:
+            raise ValueError(f"sequences_to_bags: argument 'sequences' must be 2-D when an array, got shape {sequences.shape}")
+        b, t = sequences.shape
+        flat = sequences.reshape(-1)
+        offsets = np.arange(0, b * t + 1, max(t, 1), dtype=np.int64) if t else np.zeros(b + 1, dtype=np.int64)
+    else:
+        seqs = sequences if isinstance(sequences, (list, tuple)) else list(sequences)
+        lens = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(offsets[-1]))
+    return _checked_ids(flat, dtype), offsets
+
+
+def _checked_ids(flat, dtype):
+    """``flat`` as ``dtype`` after checking every id is an integer in ``[0, max of dtype]``."""
+    if flat.size and not np.issubdtype(flat.dtype, np.integer):
+        raise TypeError(f"sequences_to_bags: ids must be integers, got dtype {flat.dtype}")
+    if flat.size:
+        lo, hi = int(flat.min()), int(flat.max())
+        info = np.iinfo(dtype)
+        if lo < 0 or hi > info.max:
+            bad = lo if lo < 0 else hi
+            pos = int(np.argmax(flat == bad))
+            raise ValueError(f"sequences_to_bags: ids must be in [0, {info.max}], got {bad} at position {pos}")
+    return flat.astype(dtype, copy=False)
+
+
+_PADDINGS = ("pre", "post")
+
+
+def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre", value=0):
+    """Keras' ``pad_sequences``: a ``(len(sequences), maxlen) + sample_shape`` array.
+
+    ``maxlen=None`` pads to the longest sequence (0 for no / only empty sequences).
+    ``truncating`` drops from the start (``"pre"``) or the end (``"post"``) of longer
+    sequences; ``padding`` puts ``value`` before (``"pre"``) or after (``"post"``).
+    """
+    if not hasattr(sequences, "__len__"):
+        raise ValueError("pad_sequences: argument 'sequences' must be iterable with a length")
+    if padding not in _PADDINGS:
+        raise ValueError(f'Padding type "{padding}" not understood')
+    if truncating not in _PADDINGS:
+        raise ValueError(f'Truncating type "{truncating}" not understood')
+    n = len(sequences)
+    lengths = np.empty(n, dtype=np.int64)
+    sample_shape = ()
+    flag = True
+    for i, x in enumerate(sequences):
+        try:
+            lengths[i] = len(x)
+        except TypeError:
+            raise ValueError(f"`sequences` must be a list of iterables. Found non-iterable: {x!s}") from None
+        if flag and lengths[i]:
+            sample_shape = np.asarray(x).shape[1:]
+            flag = False
+    if maxlen is None:
+        maxlen = int(lengths.max()) if n else 0
+    elif maxlen < 0:
+        raise ValueError(f"pad_sequences: argument 'maxlen' must be >= 0, got {maxlen}")
+    maxlen = int(maxlen)
+    is_str = np.issubdtype(np.dtype(dtype), np.str_)
+    if isinstance(value, str) and np.dtype(dtype) != object and not is_str:
+        raise ValueError(
+            f"`dtype` {dtype} is not compatible with `value`'s type: {type(value)}\n"
+            "You should set `dtype=object` for variable length strings."
+        )
+    x = np.full((n, maxlen) + sample_shape, value, dtype=dtype)
+    if n == 0 or maxlen == 0:
+        return x
+    kept = np.minimum(lengths, maxlen)
+    if sample_shape == () and np.dtype(dtype) != object:
+        # Fast path for 1-D sequences: one flat gather/scatter instead of a loop of slices.
+        seqs = sequences if isinstance(sequences, (list, tuple)) else list(sequences)
+        try:
+            flat = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lengths.sum()))
+        except (TypeError, ValueError):
+            flat = None
+        if flat is not None:
+            src_start = np.zeros(n, dtype=np.int64)
+            np.cumsum(lengths[:-1], out=src_start[1:])
+            if truncating == "pre":
+                src_start += lengths - kept
+            dst_col = np.zeros(n, dtype=np.int64) if padding == "post" else maxlen - kept
+            row = np.repeat(np.arange(n, dtype=np.int64), kept)
+            within = np.arange(int(kept.sum()), dtype=np.int64) - np.repeat(np.cumsum(kept) - kept, kept)
+            x[row, np.repeat(dst_col, kept) + within] = flat[np.repeat(src_start, kept) + within]
+            return x
+    for idx, s in enumerate(sequences):
+        if not lengths[idx]:
+            continue
+        trunc = s[-maxlen:] if truncating == "pre" else s[:maxlen]
+        trunc = np.asarray(trunc, dtype=dtype)
+        if trunc.shape[1:] != sample_shape:
+            raise ValueError(
+                f"Shape of sample {trunc.shape[1:]} of sequence at position {idx} "
+                f"is different from expected shape {sample_shape}"
+            )
+        if padding == "post":
+            x[idx, : len(trunc)] = trunc
+        else:
+            x[idx, -len(trunc) :] = trunc
+    return x

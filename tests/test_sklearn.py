@@ -79,9 +79,9 @@ def test_pipeline_cross_val_and_grid_search():
     X, y = texts(240, seed=8)
     pipe = Pipeline([("lower", FunctionTransformer(lambda xs: [s.lower() for s in xs])),
                      ("clf", fastscale.TextClassifier(**SMALL))])
-    scores = cross_val_score(pipe, X, y, cv=3)
-    assert scores.shape == (3,) and scores.min() > 0.8
-    grid = GridSearchCV(fastscale.TextClassifier(**SMALL), {"hidden": [0, 8], "epochs": [1, 4]}, cv=2)
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.shape == (2,) and scores.min() > 0.8
+    grid = GridSearchCV(fastscale.TextClassifier(**{**SMALL, "hidden": 0}), {"epochs": [1, 4]}, cv=2)
     grid.fit(X, y)
     assert grid.best_params_["epochs"] == 4
     assert grid.score(X, y) > 0.8

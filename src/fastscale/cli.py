@@ -52,18 +52,24 @@ SHARED_IMDB = Path("..") / "shared" / "data" / "imdb"
 
 
 def _find_imdb():
+    """load_imdb's folders first, then ../shared/data/imdb (the project layout), also from a
+    checkout nested deeper (shared/data/imdb in any folder above the current one)."""
     from fastscale import datasets
 
     found = datasets.find_imdb()
-    if found is None and all((SHARED_IMDB / f).is_file() for f in ("train.tsv.gz", "test.tsv.gz")):
-        found = SHARED_IMDB
-    return found
+    if found is not None:
+        return found
+    for d in [SHARED_IMDB] + [p / "shared" / "data" / "imdb" for p in Path.cwd().parents]:
+        if all((d / f).is_file() for f in ("train.tsv.gz", "test.tsv.gz")):
+            return d
+    return None
 
 
 def _how_to_get_imdb() -> str:
     return (
         "no training data: pass --train PATH --test PATH (files of 'label<TAB>text' lines, plain or .gz), "
-        "or get the IMDB reviews, looked for in $FASTSCALE_DATA, ~/.cache/fastscale/imdb and ../shared/data/imdb:\n"
+        "or get the IMDB reviews, looked for in $FASTSCALE_DATA, ~/.cache/fastscale/imdb and ../shared/data/imdb "
+        "(or shared/data/imdb in any folder above this one):\n"
         "  fastscale train --download         # downloads the original aclImdb_v1.tar.gz (84 MB, sha256-checked)\n"
         "                                     # into ~/.cache/fastscale/imdb, then trains\n"
         "  or: python -c 'import fastscale.datasets as d; d.load_imdb()'\n"

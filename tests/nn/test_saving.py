@@ -152,3 +152,22 @@ def test_metadata_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         m.save(tmp_path / "x.fsm")
     assert os.listdir(tmp_path) == []
+
+
+def test_tokenizer_travels_with_the_model(tmp_path):
+    text = pytest.importorskip("fastscale.text")
+    from .textdata import texts
+
+    docs, y = texts(80, seed=5)
+    tok = text.Tokenizer(num_words=50, oov_token="<OOV>", ngrams=2, buckets=32)
+    tok.fit_on_texts(docs)
+    m = nn.Sequential([nn.Embedding(tok.num_ids, 8, mask_zero=True), nn.GlobalAveragePooling1D(),
+                       nn.Dense(1, activation="sigmoid")])
+    m.compile(loss="binary_crossentropy", seed=0)
+    m.fit(tok.texts_to_bags(docs), y, epochs=1, verbose=0)
+    m.tokenizer = tok
+    m.save(tmp_path / "t.fsm")
+    r = nn.load_model(tmp_path / "t.fsm")
+    assert r.tokenizer.get_config() == tok.get_config()
+    assert r.tokenizer.texts_to_sequences(docs[:5]) == tok.texts_to_sequences(docs[:5])
+    np.testing.assert_array_equal(r.predict(r.tokenizer.texts_to_bags(docs)), m.predict(tok.texts_to_bags(docs)))

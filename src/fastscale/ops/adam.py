@@ -324,13 +324,7 @@ def _make_numba():
     return dense, sparse
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _scalars(k: _Coef, dtype):

@@ -109,14 +109,13 @@ def _make_numba():
     return kernel
 
 
-_numba_cache: list = []
+_numba_kernel = _backends.once(_make_numba)
 
 
 def _numba(logits, targets, dlogits):
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
     _check_targets_xp(targets)
-    return float(_numba_cache[0](C.contiguous(logits).reshape(-1), C.contiguous(targets).reshape(-1), dlogits.reshape(-1)))
+    kernel = _numba_kernel()
+    return float(kernel(C.contiguous(logits).reshape(-1), C.contiguous(targets).reshape(-1), dlogits.reshape(-1)))
 
 
 # ---------------------------------------------------------------------------- cpp

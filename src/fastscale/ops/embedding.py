@@ -11,12 +11,10 @@ also serves cupy).  The module reads top-down: public functions with every check
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows
+from ._common import SparseRows, row_mark
 
 OP = "embedding"
 OPB = "embedding_backward"
@@ -172,13 +170,7 @@ def _make_numba():
     return forward, backward
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _numba_forward(weight, ids, out):
@@ -221,23 +213,6 @@ def _cpp_forward(weight, ids, out):
     return out
 
 
-# A zeroed int32 (V,) scratch per thread and V: the sparse backward marks the rows it meets
-# there and clears exactly those again, so a step costs O(ids), not O(V).
-_marks = threading.local()
-
-
-def _mark(V):
-    cache = getattr(_marks, "by_v", None)
-    if cache is None:
-        cache = _marks.by_v = {}
-    m = cache.get(V)
-    if m is None:
-        if len(cache) > 4:
-            cache.clear()
-        m = cache[V] = np.zeros(V, np.int32)
-    return m
-
-
 def _cpp_backward(dout, ids, out, V):
     cpu = _backends.module("cpp")
     dout, ids = C.contiguous(dout), C.contiguous(ids)
@@ -247,7 +222,7 @@ def _cpp_backward(dout, ids, out, V):
         if status:
             C.raise_status(OPB, status, ids, "ids", V)
         return out
-    mark = _mark(V)
+    mark = row_mark(V)
     rows = np.empty(ids.size, np.int64)
     status, U = cpu.embedding_backward_rows(ids, mark, rows)
     if status:

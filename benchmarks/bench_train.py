@@ -210,7 +210,6 @@ if pytest is not None:
 
     @pytest.fixture(scope="module")
     def imdb_small():
-        pytest.importorskip("fastscale.text")
         data = prepare(limit=5000)
         if data is None:
             pytest.skip("IMDB not found under shared/data/imdb")

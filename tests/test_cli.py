@@ -5,11 +5,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("fastscale.text", reason="fastscale.text has not landed on this branch yet")
 
 from fastscale import cli, nn  # noqa: E402
 
-from .nn._standins import standin_ops  # noqa: E402,F401  (autouse: NumPy stand-ins while ops are placeholders)
 from .nn.textdata import write_tsv  # noqa: E402
 
 SMALL = ["--epochs", "3", "--num-words", "100", "--embed-dim", "16", "--hidden", "8", "--batch-size", "16", "--lr", "1e-2"]

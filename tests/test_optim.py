@@ -4,7 +4,6 @@ import pytest
 
 from fastscale import SparseRows, optim
 
-from .nn._standins import standin_ops  # noqa: F401  (autouse: NumPy stand-ins while ops are placeholders)
 
 
 def _keras_adam(p, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-7):

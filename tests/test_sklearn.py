@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-pytest.importorskip("fastscale.text", reason="fastscale.text has not landed on this branch yet")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
@@ -16,7 +15,6 @@ from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 
 import fastscale  # noqa: E402
 
-from .nn._standins import standin_ops  # noqa: E402,F401  (autouse: NumPy stand-ins while ops are placeholders)
 from .nn.textdata import texts  # noqa: E402
 
 SMALL = dict(num_words=200, embed_dim=16, hidden=8, epochs=4, batch_size=16, learning_rate=1e-2, random_state=0)

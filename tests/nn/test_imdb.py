@@ -26,13 +26,15 @@ def _imdb_dir():
         d = p / "shared" / "data" / "imdb"
         if (d / "train.tsv.gz").is_file() and (d / "test.tsv.gz").is_file():
             return d
-    datasets = pytest.importorskip("fastscale.datasets")
+    from fastscale import datasets
+
     return datasets.find_imdb()
 
 
 @pytest.fixture(scope="module")
 def imdb():
-    datasets = pytest.importorskip("fastscale.datasets")
+    from fastscale import datasets
+
     d = _imdb_dir()
     if d is None:
         pytest.skip("IMDB data not found (shared/data/imdb or fastscale.datasets.find_imdb())")

@@ -155,7 +155,8 @@ def test_metadata_must_be_json(tmp_path):
 
 
 def test_tokenizer_travels_with_the_model(tmp_path):
-    text = pytest.importorskip("fastscale.text")
+    from fastscale import text
+
     from .textdata import texts
 
     docs, y = texts(80, seed=5)

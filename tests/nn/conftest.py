@@ -1,1 +1,0 @@
-from ._standins import standin_ops  # noqa: F401  (autouse fixture)

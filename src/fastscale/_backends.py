@@ -75,17 +75,20 @@ def module(name: str):
     return _modules[name]
 
 
-def lazy(factory: Callable[[], Callable]) -> Callable:
-    """Wrap a factory (e.g. one that imports numba and jit-compiles) so it runs on first call."""
-    cache: list[Callable] = []
+def once(factory: Callable[[], object]) -> Callable[[], object]:
+    """``get = once(factory)``: ``get()`` runs factory on first use and returns its result after.
 
-    def call(*args, **kwargs):
+    The numba backends build their jitted functions this way, so ``import fastscale`` never
+    imports numba.
+    """
+    cache: list = []
+
+    def get():
         if not cache:
             cache.append(factory())
-        return cache[0](*args, **kwargs)
+        return cache[0]
 
-    call.__wrapped_factory__ = factory
-    return call
+    return get
 
 
 class Op:

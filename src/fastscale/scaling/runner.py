@@ -435,6 +435,9 @@ def run_sweep(spec, out: str, *, engine: str | None = None, address: str | None 
     if address and engine != "dask":
         engine = "dask"
     workers = int(workers or ex.get("workers") or min(2, os.cpu_count() or 1))
+    # Workers inherit this: idle OpenMP threads that spin starve the other worker's kernels
+    # on shared cores (see fastscale.cli); a user's own choice wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.makedirs(out, exist_ok=True)
     runs_path = os.path.join(out, "runs.jsonl")
     if os.path.exists(runs_path) and os.path.getsize(runs_path) > 0 and not resume:

@@ -286,6 +286,16 @@ def _fit_points(form: _Form, u, logy, w, *, delta=HUBER_DELTA, starts=None, n_re
         r = _minimise(f, x0, bounds)
         opts.append(_Optimum(np.asarray(r.x, float), float(r.fun), bool(r.success), str(r.message), int(r.nit)))
     opts.sort(key=lambda o: o.objective)
+    if not opts[0].converged:
+        # With delta = 1e-3 the objective is nearly L1, and the line search can stop at a kink
+        # of the optimum ("ABNORMAL").  A restart from there that finds nothing lower confirms it.
+        b = opts[0]
+        r = _minimise(f, b.theta, bounds)
+        if r.fun < b.objective - 1e-12 * abs(b.objective):
+            opts[0] = _Optimum(np.asarray(r.x, float), float(r.fun), bool(r.success), str(r.message), b.nit + int(r.nit))
+            opts.sort(key=lambda o: o.objective)
+        else:
+            opts[0] = _Optimum(b.theta, b.objective, True, f"{b.message}; a restart found no lower objective", b.nit)
     return opts, bounds
 
 

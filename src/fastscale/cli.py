@@ -274,11 +274,6 @@ def _lazy(s):
 
 
 def main(argv=None) -> int:
-    # Idle OpenMP workers that spin between kernel calls starve the next kernel whenever the
-    # cores are shared (measured on 2 busy cores: 36-57 ms per training step with libgomp's
-    # default active wait, 4.3-4.8 ms with passive).  The command owns its process, so it
-    # asks for passive waiting unless the user chose; this must happen before the kernels load.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")

@@ -20,6 +20,13 @@ import time
 from pathlib import Path
 
 
+def _bench(args) -> int:
+    from fastscale import bench
+
+    bench.run(threads=args.threads, budget=args.budget)
+    return 0
+
+
 def _info(args) -> int:
     import numpy as np
 
@@ -278,6 +285,11 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("bench", help="time the kernels against numpy / torch (present here); bandwidth fractions")
+    p.add_argument("--threads", type=int, default=2, help="threads for fastscale and torch")
+    p.add_argument("--budget", type=float, default=0.25, help="seconds of timing per entry")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("train", help="train the text classifier; prints a results table, writes model, history, plot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

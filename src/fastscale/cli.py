@@ -20,6 +20,13 @@ import time
 from pathlib import Path
 
 
+def _bench(args) -> int:
+    from fastscale import bench
+
+    bench.run(threads=args.threads, budget=args.budget)
+    return 0
+
+
 def _info(args) -> int:
     import numpy as np
 
@@ -274,15 +281,15 @@ def _lazy(s):
 
 
 def main(argv=None) -> int:
-    # Idle OpenMP workers that spin between kernel calls starve the next kernel whenever the
-    # cores are shared (measured on 2 busy cores: 36-57 ms per training step with libgomp's
-    # default active wait, 4.3-4.8 ms with passive).  The command owns its process, so it
-    # asks for passive waiting unless the user chose; this must happen before the kernels load.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("bench", help="time the kernels against numpy / torch (present here); bandwidth fractions")
+    p.add_argument("--threads", type=int, default=2, help="threads for fastscale and torch")
+    p.add_argument("--budget", type=float, default=0.25, help="seconds of timing per entry")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("train", help="train the text classifier; prints a results table, writes model, history, plot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -107,6 +107,7 @@ u32 sigma_lower(const C* s, i64 i, i64 n) {
 // ---------------------------------------------------------------- rules
 struct Rules {
   short amap[128];        // ASCII: the (lower-cased) character, or -1 when it ends a token
+  short fast[128];        // amap, with -2 for '<' when it may start a line break
   std::vector<u32> wide;  // sorted non-ASCII characters that end a token (filters, split)
   bool strip_html = true;
   bool lower_unicode = false;  // lower-case non-ASCII code points here (else: already done)
@@ -115,7 +116,7 @@ struct Rules {
 struct Text {
   const void* data;
   i64 len;
-  int kind;  // 1, 2 or 4 bytes per code point
+  int kind;  // 0: ASCII; else 1, 2 or 4 bytes per code point
 };
 
 // Length of the "<br ...>" line break starting at s[i] (s[i] == '<'), or 0.
@@ -128,14 +129,58 @@ FS_INLINE i64 br_len(const C* s, i64 i, i64 n) {
   return (j < n && s[j] == '>') ? j + 1 - i : 0;
 }
 
-// The current token: UTF-8 bytes and their running FNV-1a hash.
-struct TokenBuf {
-  std::string b;
-  u32 h = FNV_OFFSET;
+FS_INLINE u64 load8(const unsigned char* p) {
+  u64 w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+// Hash of a zero-padded token, a word (8 bytes) at a time (the word table's hash; the
+// n-gram hash, FNV-1a, is computed once per distinct word at the end).
+FS_INLINE u32 word_hash(const unsigned char* p, u32 n) {
+  u64 h = (n + 1) * 0x9E3779B97F4A7C15ull;
+  for (u32 k = 0; k < n; k += 8) {
+    h = (h ^ load8(p + k)) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  return static_cast<u32>(h >> 32) ^ static_cast<u32>(h);
+}
+
+// One text's tokens: their UTF-8 bytes back to back, each zero-padded to whole 8-byte words
+// (the word table hashes and compares words), and per token its start, length and hash.
+// A whole text is tokenized before its words are looked up, so that the lookups can
+// prefetch the table a few tokens ahead.
+struct Tokens {
+  struct Tok {
+    u64 start;
+    u32 len, hash;
+  };
+  std::vector<unsigned char> v;
+  unsigned char* p = nullptr;
+  std::size_t n = 0, cap = 0, cur = 0;  // bytes used; start of the current token
+  std::vector<Tok> tv;                  // tokens tv[0:nt] (grown by hand: push is hot)
+  std::size_t nt = 0;
   bool surrogate = false;  // a lone surrogate was encoded (Python's str.encode would raise)
+
+  void clear() { n = cur = nt = 0; }
+  const Tok* toks() const { return tv.data(); }
+  void reserve(std::size_t need) {  // room for `need` more bytes, plus 16 spare for padding
+    if (n + need <= cap) return;
+    v.resize(std::max<std::size_t>(1024, 2 * (n + need + 16)));
+    p = v.data();
+    cap = v.size() - 16;
+  }
   FS_INLINE void byte(unsigned char c) {
-    b.push_back(static_cast<char>(c));
-    h = (h ^ c) * FNV_PRIME;
+    if (n >= cap) reserve(1);
+    p[n++] = c;
+  }
+  FS_INLINE void end_token() {
+    if (n == cur) return;
+    const u32 len = static_cast<u32>(n - cur);
+    std::memset(p + n, 0, 8);
+    if (nt == tv.size()) tv.resize(std::max<std::size_t>(256, 2 * nt));
+    tv[nt++] = Tok{cur, len, word_hash(p + cur, len)};
+    n = cur = cur + ((len + 7) & ~u32{7});
   }
   FS_INLINE void cp(u32 c) {  // c >= 0x80
     if (c < 0x800) {
@@ -154,28 +199,50 @@ struct TokenBuf {
   }
 };
 
-// Calls emit(bytes, len, hash) for each token of s[0:n] in order.
-template <class C, class Emit>
-void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, TokenBuf& tb, Emit&& emit) {
-  tb.b.clear();
-  tb.h = FNV_OFFSET;
-  auto flush = [&]() {
-    if (!tb.b.empty()) {
-      emit(tb.b.data(), static_cast<u32>(tb.b.size()), tb.h);
-      tb.b.clear();
-      tb.h = FNV_OFFSET;
+// An ASCII text: its bytes are its code points and its UTF-8 at once.  The hot loop keeps
+// the output position in registers (stores through unsigned char* alias everything).
+void scan_ascii(const unsigned char* s, i64 n, const Rules& R, Tokens& T) {
+  T.reserve(4 * static_cast<std::size_t>(n) + 16);  // a 1-byte token per 2 bytes pads to 8
+  unsigned char* out = T.p;
+  std::size_t k = T.n, cur = T.cur;
+  for (i64 i = 0; i < n; ++i) {
+    short v = R.fast[s[i]];
+    if (v >= 0) {
+      out[k++] = static_cast<unsigned char>(v);
+      continue;
     }
-  };
+    if (v == -2) {  // '<' with strip_html: a line break reads as ' '
+      const i64 m = br_len(s, i, n);
+      v = m ? R.amap[' '] : R.amap['<'];
+      i += m ? m - 1 : 0;
+      if (v >= 0) {
+        out[k++] = static_cast<unsigned char>(v);
+        continue;
+      }
+    }
+    if (k != cur) {
+      T.n = k;
+      T.end_token();
+      k = cur = T.n;
+    }
+  }
+  T.n = k;
+  T.end_token();
+}
+
+// Any text (1, 2 or 4 bytes per code point), with Unicode lower-casing.
+template <class C>
+void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T) {
   // One (already lower-cased) code point: part of the token or a separator.
   auto feed = [&](u32 c) {
     if (c < 128) {
       const short v = R.amap[c];
-      if (v < 0) flush();
-      else tb.byte(static_cast<unsigned char>(v));
+      if (v < 0) T.end_token();
+      else T.byte(static_cast<unsigned char>(v));
     } else if (!R.wide.empty() && std::binary_search(R.wide.begin(), R.wide.end(), c)) {
-      flush();
+      T.end_token();
     } else {
-      tb.cp(c);
+      T.cp(c);
     }
   };
   for (i64 i = 0; i < n; ++i) {
@@ -189,9 +256,7 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, TokenBuf&
           continue;
         }
       }
-      const short v = R.amap[c];  // ASCII lower-casing is in the table
-      if (v < 0) flush();
-      else tb.byte(static_cast<unsigned char>(v));
+      feed(c);  // ASCII lower-casing is in the table
     } else if (!R.lower_unicode) {
       feed(c);
     } else if (c == 0x3A3) {
@@ -202,66 +267,85 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, TokenBuf&
       for (int j = 0; j < k; ++j) feed(out[j]);
     }
   }
-  flush();
+  T.end_token();
 }
 
-template <class Emit>
-FS_INLINE void scan(const Text& t, const Rules& R, const LowerTable& L, TokenBuf& tb, Emit&& emit) {
+FS_INLINE void scan(const Text& t, const Rules& R, const LowerTable& L, Tokens& T) {
+  T.clear();
   switch (t.kind) {
-    case 1: scan_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, tb, emit); break;
-    case 2: scan_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, tb, emit); break;
-    default: scan_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, tb, emit); break;
+    case 0: scan_ascii(static_cast<const unsigned char*>(t.data), t.len, R, T); break;
+    case 1: scan_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, T); break;
+    case 2: scan_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, T); break;
+    default: scan_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, T); break;
   }
 }
 
 // ---------------------------------------------------------------- word table
-// UTF-8 bytes -> dense id in first-insert order; open addressing, linear probing, <= 1/2 full.
+// UTF-8 bytes -> dense id in first-insert order, with the word's count, documents, and the
+// last text that counted it.  Open addressing (linear probing, <= 1/2 full); one 64-byte
+// entry per word keeps its first 24 bytes, so a lookup of a word of <= 24 bytes touches a
+// slot and an entry and nothing else.
 struct WordTable {
   struct Slot {
     u32 hash, id1;  // id1 = id + 1; 0 = empty
   };
+  struct alignas(64) Entry {
+    u64 pre[3];  // the first 24 bytes, zero-padded
+    u32 len, hash;
+    u64 start;  // offset in `bytes`
+    i64 count, docs, last;
+  };
   std::vector<Slot> slots;
   int shift = 0;
-  std::vector<u64> start;
-  std::vector<u32> len, hash;
-  std::string bytes;
+  std::vector<Entry> e;
+  std::vector<unsigned char> bytes;  // every word's bytes, back to back
 
   WordTable() { rehash(1 << 12); }
-  u32 size() const { return static_cast<u32>(len.size()); }
-  FS_INLINE u32 slot_of(u32 h) const { return (h * 0x9E3779B1u) >> shift; }
+  u32 size() const { return static_cast<u32>(e.size()); }
+  FS_INLINE std::size_t slot_of(u32 h) const { return (h * 0x9E3779B1u) >> shift; }
   void rehash(std::size_t cap) {
     slots.assign(cap, Slot{0, 0});
     shift = 32 - __builtin_ctzll(cap);
     const std::size_t mask = cap - 1;
     for (u32 id = 0; id < size(); ++id) {
-      std::size_t k = slot_of(hash[id]);
+      std::size_t k = slot_of(e[id].hash);
       while (slots[k].id1) k = (k + 1) & mask;
-      slots[k] = Slot{hash[id], id + 1};
+      slots[k] = Slot{e[id].hash, id + 1};
     }
   }
-  // The id of the word p[0:n] (hash h), inserting it if new (*added says so).
-  FS_INLINE u32 get_or_add(const char* p, u32 n, u32 h, bool* added) {
+  FS_INLINE bool same(const Entry& x, const unsigned char* p, u32 n) const {
+    if (x.len != n) return false;
+    const u32 m = n < 24 ? n : 24;
+    for (u32 k = 0; k < m; k += 8)
+      if (x.pre[k / 8] != load8(p + k)) return false;
+    return n <= 24 || std::memcmp(bytes.data() + x.start + 24, p + 24, n - 24) == 0;
+  }
+  FS_INLINE void prefetch_slot(u32 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
+  // The entry the word with hash h most likely has (its slot was prefetched earlier).
+  FS_INLINE void prefetch_entry(u32 h) const {
+    const Slot sl = slots[slot_of(h)];
+    if (sl.id1) __builtin_prefetch(&e[sl.id1 - 1]);
+  }
+  // The id of the word p[0:n] (zero-padded to a multiple of 8), inserting it if new.
+  FS_INLINE u32 get_or_add(const unsigned char* p, u32 n, u32 h) {
     const std::size_t mask = slots.size() - 1;
     std::size_t k = slot_of(h);
     for (;;) {
-      const Slot s = slots[k];
-      if (!s.id1) break;
-      if (s.hash == h) {
-        const u32 id = s.id1 - 1;
-        if (len[id] == n && std::memcmp(bytes.data() + start[id], p, n) == 0) {
-          *added = false;
-          return id;
-        }
-      }
+      const Slot sl = slots[k];
+      if (!sl.id1) break;
+      if (sl.hash == h && same(e[sl.id1 - 1], p, n)) return sl.id1 - 1;
       k = (k + 1) & mask;
     }
     const u32 id = size();
     slots[k] = Slot{h, id + 1};
-    start.push_back(bytes.size());
-    len.push_back(n);
-    hash.push_back(h);
-    bytes.append(p, n);
-    *added = true;
+    Entry x{};
+    for (u32 j = 0; j < n && j < 24; j += 8) x.pre[j / 8] = load8(p + j);
+    x.len = n;
+    x.hash = h;
+    x.start = bytes.size();
+    x.last = -1;
+    e.push_back(x);
+    bytes.insert(bytes.end(), p, p + n);
     if (2 * (static_cast<std::size_t>(id) + 1) > slots.size()) rehash(slots.size() * 2);
     return id;
   }
@@ -270,7 +354,6 @@ struct WordTable {
 // One thread's share of a fit: a contiguous range of texts.
 struct Part {
   WordTable words;
-  std::vector<i64> count, docs, last_doc;
   std::vector<i32> ids;  // per token, the id in `words` (kept only when asked for)
   i64 ntok = 0;
   bool surrogate = false;
@@ -278,29 +361,34 @@ struct Part {
 
 void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTable& L, bool keep_ids, i64* lens,
               Part& P) {
-  TokenBuf tb;
+  Tokens T;
+  WordTable& W = P.words;
   for (i64 b = b0; b < b1; ++b) {
-    i64 n = 0;
-    scan(texts[b], R, L, tb, [&](const char* p, u32 len, u32 h) {
-      bool added;
-      const u32 id = P.words.get_or_add(p, len, h, &added);
-      if (added) {
-        P.count.push_back(0);
-        P.docs.push_back(0);
-        P.last_doc.push_back(-1);
+    scan(texts[b], R, L, T);
+    const i64 nt = static_cast<i64>(T.nt);
+    const Tokens::Tok* tk = T.toks();
+    i32* ids = nullptr;
+    if (keep_ids) {
+      P.ids.resize(P.ids.size() + nt);
+      ids = P.ids.data() + P.ids.size() - nt;
+    }
+    for (i64 j = 0; j < nt; ++j) {
+      // Table memory a few tokens ahead: the slot, then (once it has arrived) the entry.
+      if (j + 8 < nt) W.prefetch_slot(tk[j + 8].hash);
+      if (j + 4 < nt) W.prefetch_entry(tk[j + 4].hash);
+      const u32 id = W.get_or_add(T.p + tk[j].start, tk[j].len, tk[j].hash);
+      WordTable::Entry& x = W.e[id];
+      ++x.count;
+      if (x.last != b) {  // each text counts once per word
+        x.last = b;
+        ++x.docs;
       }
-      ++P.count[id];
-      if (P.last_doc[id] != b) {  // each text counts once per word
-        P.last_doc[id] = b;
-        ++P.docs[id];
-      }
-      if (keep_ids) P.ids.push_back(static_cast<i32>(id));
-      ++n;
-    });
-    lens[b] = n;
-    P.ntok += n;
+      if (ids) ids[j] = static_cast<i32>(id);
+    }
+    lens[b] = nt;
+    P.ntok += nt;
   }
-  P.surrogate = tb.surrogate;
+  P.surrogate = T.surrogate;
 }
 
 template <class T>
@@ -335,6 +423,8 @@ Rules make_rules(bool lower, bool strip_html, const std::u32string& split_filter
     const bool sep = split_filters.find(static_cast<char32_t>(l)) != std::u32string::npos;
     R.amap[c] = static_cast<short>(sep ? -1 : l);
   }
+  std::copy(R.amap, R.amap + 128, R.fast);
+  if (strip_html) R.fast['<'] = -2;
   for (char32_t c : split_filters)
     if (c >= 128) R.wide.push_back(static_cast<u32>(c));
   std::sort(R.wide.begin(), R.wide.end());
@@ -385,7 +475,8 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
       if (!lowered.back()) throw py::error_already_set();
       t = lowered.back().ptr();
     }
-    refs[b] = Text{PyUnicode_DATA(t), static_cast<i64>(PyUnicode_GET_LENGTH(t)), static_cast<int>(PyUnicode_KIND(t))};
+    refs[b] = Text{PyUnicode_DATA(t), static_cast<i64>(PyUnicode_GET_LENGTH(t)),
+                   PyUnicode_IS_ASCII(t) ? 0 : static_cast<int>(PyUnicode_KIND(t))};
   }
   const Rules R = make_rules(lower, strip_html, code_points(split) + code_points(filters), lower_unicode);
   const LowerTable& L = lower_table();
@@ -413,20 +504,17 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     // in their own first-seen order.
     std::vector<std::vector<i32>> remap(nparts);
     WordTable& G = parts[0]->words;
-    counts = std::move(parts[0]->count);
-    docs = std::move(parts[0]->docs);
+    std::vector<unsigned char> key;
     for (int p = 1; p < nparts; ++p) {
-      Part& P = *parts[p];
-      remap[p].resize(P.words.size());
-      for (u32 l = 0; l < P.words.size(); ++l) {
-        bool added;
-        const u32 g = G.get_or_add(P.words.bytes.data() + P.words.start[l], P.words.len[l], P.words.hash[l], &added);
-        if (added) {
-          counts.push_back(0);
-          docs.push_back(0);
-        }
-        counts[g] += P.count[l];
-        docs[g] += P.docs[l];
+      WordTable& W = parts[p]->words;
+      remap[p].resize(W.size());
+      for (u32 l = 0; l < W.size(); ++l) {
+        const WordTable::Entry& x = W.e[l];
+        key.assign(W.bytes.data() + x.start, W.bytes.data() + x.start + x.len);
+        key.resize(x.len + 8, 0);
+        const u32 g = G.get_or_add(key.data(), x.len, x.hash);
+        G.e[g].count += x.count;
+        G.e[g].docs += x.docs;
         remap[p][l] = static_cast<i32>(g);
       }
     }
@@ -453,12 +541,20 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   const u32 V = G.size();
   py::list words(V);
   std::vector<u64> whash(V);
+  counts.resize(V);
+  docs.resize(V);
   for (u32 g = 0; g < V; ++g) {
+    const WordTable::Entry& x = G.e[g];
+    const char* b = reinterpret_cast<const char*>(G.bytes.data() + x.start);
     // surrogatepass: a lone surrogate in a text comes back as itself, as Python's split keeps it.
-    PyObject* w = PyUnicode_DecodeUTF8(G.bytes.data() + G.start[g], G.len[g], "surrogatepass");
+    PyObject* w = PyUnicode_DecodeUTF8(b, x.len, "surrogatepass");
     if (!w) throw py::error_already_set();
     PyList_SET_ITEM(words.ptr(), g, w);
-    whash[g] = G.hash[g];
+    u32 h = FNV_OFFSET;  // the n-gram hash of a word: 32-bit FNV-1a of its UTF-8 bytes
+    for (u32 k = 0; k < x.len; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
+    whash[g] = h;
+    counts[g] = x.count;
+    docs[g] = x.docs;
   }
   parts.clear();
   py::object prov_out = keep_ids ? py::object(to_numpy(std::move(prov))) : py::object(py::none());
@@ -471,128 +567,144 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
 // ngrams > 1, one id per word n-gram of length 2..ngrams, by start then by length:
 // vocab + h % buckets with h = hash(t0); h = h * 116049371 + hash(t) (mod 2**64) over every
 // token (dropped words included).
-i64 ngram_count(i64 len, int ngrams) {
-  i64 c = 0;
-  for (int k = 1; k < ngrams; ++k) c += std::max<i64>(len - k, 0);
-  return c;
-}
+struct Encoding {
+  const i32* prov;
+  const i64* off;
+  const i64* fin;
+  const u64* wh;  // per word; used when ngrams > 1
+  int ngrams;
+  u64 buckets;
+  i64 vocab;
 
-template <class O>
-void encode_fill(const i32* prov, const i64* off, i64 B, const i64* fin, const u64* wh, int ngrams, u64 buckets,
-                 i64 vocab, const i64* out_off, O* out) {
-#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
-  for (i64 b = 0; b < B; ++b) {
-    O* o = out + out_off[b];
+  FS_INLINE i64 count(i64 b) const {
+    i64 c = 0;
+    const i64 len = off[b + 1] - off[b];
+    for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[prov[j]] >= 0;
+    for (int k = 1; k < ngrams; ++k) c += std::max<i64>(len - k, 0);
+    return c;
+  }
+  template <class Put>
+  FS_INLINE void emit(i64 b, Put&& put) const {
     const i32* p = prov + off[b];
     const i64 len = off[b + 1] - off[b];
     for (i64 j = 0; j < len; ++j) {
       const i64 f = fin[p[j]];
-      if (f >= 0) *o++ = static_cast<O>(f);
+      if (f >= 0) put(f);
     }
     if (ngrams > 1) {
       for (i64 j = 0; j < len; ++j) {
         u64 h = wh[p[j]];
         for (int k = 1; k < ngrams && j + k < len; ++k) {
           h = h * NGRAM_MULT + wh[p[j + k]];
-          *o++ = static_cast<O>(vocab + static_cast<i64>(h % buckets));
+          put(vocab + static_cast<i64>(h % buckets));
         }
       }
     }
   }
-}
+};
 
-py::tuple tokenizer_encode(py::array prov, py::array offsets, py::array final_ids, py::object word_hash, int ngrams,
-                           i64 buckets, i64 vocab, bool int32_out) {
+// Python's cyclic GC, off while a batch of lists is made: each new list would otherwise
+// count towards a collection that traverses every list made so far (quadratic-ish work).
+struct GcPause {
+  int was;
+  GcPause() : was(PyGC_Disable()) {}
+  ~GcPause() {
+    if (was) PyGC_Enable();
+  }
+};
+
+// Int objects for 0..n-1, each made on first use and shared (ints are immutable): most of
+// what a list of ints costs is making its ints.
+struct IntCache {
+  std::vector<PyObject*> objs;
+  explicit IntCache(i64 n) : objs(static_cast<std::size_t>(std::max<i64>(n, 0)), nullptr) {}
+  ~IntCache() {
+    for (PyObject* o : objs) Py_XDECREF(o);
+  }
+  FS_INLINE PyObject* get(i64 v) {
+    PyObject* x;
+    if (v >= 0 && v < static_cast<i64>(objs.size())) {
+      x = objs[v];
+      if (!x) {
+        x = objs[v] = PyLong_FromLongLong(v);
+        if (!x) throw py::error_already_set();
+      }
+      Py_INCREF(x);
+    } else {
+      x = PyLong_FromLongLong(v);
+      if (!x) throw py::error_already_set();
+    }
+    return x;
+  }
+};
+
+py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_ids, py::object word_hash, int ngrams,
+                            i64 buckets, i64 vocab, bool int32_out, bool as_lists) {
   static const char* OP = "tokenizer_encode";
-  const i32* p = cptr<i32>(prov, Dt::i32, OP, "prov");
-  const i64* off = cptr<i64>(offsets, Dt::i64, OP, "offsets");
-  const i64* fin = cptr<i64>(final_ids, Dt::i64, OP, "final");
+  Encoding E{};
+  E.prov = cptr<i32>(prov, Dt::i32, OP, "prov");
+  E.off = cptr<i64>(offsets, Dt::i64, OP, "offsets");
+  E.fin = cptr<i64>(final_ids, Dt::i64, OP, "final");
+  E.ngrams = ngrams;
+  E.vocab = vocab;
   const i64 V = static_cast<i64>(final_ids.size()), N = static_cast<i64>(prov.size());
   const i64 B = static_cast<i64>(offsets.size()) - 1;
   if (B < 0) shape_error(OP, "offsets must have at least one entry");
-  const u64* wh = nullptr;
   if (ngrams > 1) {
     py::array h = py::reinterpret_borrow<py::array>(word_hash);
     if (!h.dtype().is(py::dtype::of<u64>()) || !(h.flags() & py::array::c_style) || static_cast<i64>(h.size()) != V)
       shape_error(OP, "word_hash must be C-contiguous uint64 of the same size as final");
-    wh = static_cast<const u64*>(h.data());
     if (buckets < 1) shape_error(OP, "buckets must be >= 1");
+    E.wh = static_cast<const u64*>(h.data());
+    E.buckets = static_cast<u64>(buckets);
   }
   std::vector<i64> out_off(B + 1, 0);
+  i64 hi = -1;
   {
     py::gil_scoped_release nogil;
-    if (first_bad_offset(off, B + 1, N) >= 0 || first_bad_id(p, N, V) >= 0) {
+    bool bad = first_bad_offset(E.off, B + 1, N) >= 0 || first_bad_id(E.prov, N, V) >= 0;
+    if (!bad) {
+#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
+      for (i64 b = 0; b < B; ++b) out_off[b + 1] = E.count(b);
+      for (i64 b = 0; b < B; ++b) out_off[b + 1] += out_off[b];
+      for (i64 v = 0; v < V; ++v) hi = std::max(hi, E.fin[v]);
+    }
+    if (bad) {
       py::gil_scoped_acquire gil;
       shape_error(OP, "prov / offsets out of range");
     }
-#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
+  }
+  if (as_lists) {
+    const i64 top = std::max(hi + 1, ngrams > 1 ? vocab + buckets : i64{0});
+    IntCache ints(std::min<i64>(top, i64{1} << 24));
+    GcPause pause;
+    py::list out(B);
     for (i64 b = 0; b < B; ++b) {
-      i64 c = 0;
-      for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[p[j]] >= 0;
-      out_off[b + 1] = c + ngram_count(off[b + 1] - off[b], ngrams);
+      PyObject* l = PyList_New(out_off[b + 1] - out_off[b]);
+      if (!l) throw py::error_already_set();
+      PyList_SET_ITEM(out.ptr(), b, l);
+      Py_ssize_t j = 0;
+      E.emit(b, [&](i64 v) { PyList_SET_ITEM(l, j++, ints.get(v)); });
     }
-    for (i64 b = 0; b < B; ++b) out_off[b + 1] += out_off[b];
+    return out;
   }
   py::array ids = int32_out ? py::array(py::array_t<i32>(out_off[B])) : py::array(py::array_t<i64>(out_off[B]));
   void* o = ids.mutable_data();
   {
     py::gil_scoped_release nogil;
-    if (int32_out) encode_fill(p, off, B, fin, wh, ngrams, static_cast<u64>(buckets), vocab, out_off.data(), static_cast<i32*>(o));
-    else encode_fill(p, off, B, fin, wh, ngrams, static_cast<u64>(buckets), vocab, out_off.data(), static_cast<i64*>(o));
+    const i64* oo = out_off.data();
+#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
+    for (i64 b = 0; b < B; ++b) {
+      if (int32_out) {
+        i32* q = static_cast<i32*>(o) + oo[b];
+        E.emit(b, [&](i64 v) { *q++ = static_cast<i32>(v); });
+      } else {
+        i64* q = static_cast<i64*>(o) + oo[b];
+        E.emit(b, [&](i64 v) { *q++ = v; });
+      }
+    }
   }
   return py::make_tuple(ids, to_numpy(std::move(out_off)));
-}
-
-// ids + offsets -> a list of lists of int.  Each distinct id's int object is made once and
-// shared (ints are immutable), which is most of the time a list of ints costs.
-template <class I>
-py::list lists_of(const I* ids, const i64* off, i64 B, i64 N) {
-  i64 hi = -1;
-  for (i64 k = 0; k < N; ++k) hi = std::max<i64>(hi, static_cast<i64>(ids[k]));
-  const bool cache = hi < (i64{1} << 24);
-  std::vector<PyObject*> objs(cache ? static_cast<std::size_t>(hi + 1) : 0, nullptr);
-  struct Release {
-    std::vector<PyObject*>& v;
-    ~Release() {
-      for (PyObject* o : v) Py_XDECREF(o);
-    }
-  } release{objs};
-  py::list out(B);
-  for (i64 b = 0; b < B; ++b) {
-    const i64 s = off[b], n = off[b + 1] - s;
-    PyObject* l = PyList_New(n);
-    if (!l) throw py::error_already_set();
-    PyList_SET_ITEM(out.ptr(), b, l);
-    for (i64 j = 0; j < n; ++j) {
-      const i64 v = static_cast<i64>(ids[s + j]);
-      PyObject* x;
-      if (cache && v >= 0) {
-        x = objs[v];
-        if (!x) {
-          x = objs[v] = PyLong_FromLongLong(v);
-          if (!x) throw py::error_already_set();
-        }
-        Py_INCREF(x);
-      } else {
-        x = PyLong_FromLongLong(v);
-        if (!x) throw py::error_already_set();
-      }
-      PyList_SET_ITEM(l, j, x);
-    }
-  }
-  return out;
-}
-
-py::list tokenizer_lists(py::array ids, py::array offsets) {
-  static const char* OP = "tokenizer_lists";
-  const i64* off = cptr<i64>(offsets, Dt::i64, OP, "offsets");
-  const i64 B = static_cast<i64>(offsets.size()) - 1, N = static_cast<i64>(ids.size());
-  if (B < 0) shape_error(OP, "offsets must have at least one entry");
-  if (first_bad_offset(off, B + 1, N) >= 0) shape_error(OP, "offsets out of range");
-  return with_index(ids, OP, "ids", [&](auto tt) {
-    using I = decltype(tt);
-    return lists_of<I>(cptr<I>(ids, dt_of<I>(), OP, "ids"), off, B, N);
-  });
 }
 
 }  // namespace
@@ -607,9 +719,9 @@ void bind_tokenizer(py::module_& m) {
         "whether a lone surrogate was seen)");
   m.def("tokenizer_encode", &tokenizer_encode, py::arg("prov"), py::arg("offsets"), py::arg("final"),
         py::arg("word_hash"), py::arg("ngrams"), py::arg("buckets"), py::arg("vocab_size"), py::arg("int32"),
-        "(ids, offsets): per text the final ids of its words (final < 0 drops one), then its n-gram ids");
-  m.def("tokenizer_lists", &tokenizer_lists, py::arg("ids"), py::arg("offsets"),
-        "ids + offsets (B+1,) -> list of B lists of int");
+        py::arg("as_lists"),
+        "per text the final ids of its words (final < 0 drops one), then its n-gram ids: a list of lists of "
+        "int (as_lists), else (ids int32 / int64, offsets int64 (B+1,))");
 }
 
 }  // namespace fastscale

@@ -411,16 +411,22 @@ class Tokenizer:
                 self.index_docs[i] += 1
 
     def _rebuild_index(self):
-        wcounts = sorted(self.word_counts.items(), key=lambda x: x[1], reverse=True)  # stable
         sorted_voc = [] if self.oov_token is None else [self.oov_token]
-        sorted_voc.extend(w for w, _ in wcounts)
+        words = list(self.word_counts)
+        counts = np.array(list(self.word_counts.values()))
+        if counts.dtype.kind in "ib" and counts.size:
+            # Keras' stable sort by descending count, as a stable argsort of -count.
+            order = np.argsort(-counts.astype(np.int64), kind="stable")
+            sorted_voc.extend(map(words.__getitem__, order.tolist()))
+        else:  # counts that are not all ints (an edited word_counts): Python's own sort
+            wcounts = sorted(self.word_counts.items(), key=lambda x: x[1], reverse=True)  # stable
+            sorted_voc.extend(w for w, _ in wcounts)
         # Keras' dict(zip(...)): if oov_token also occurs as a word, the word's (later) index
         # wins and index 1 is left unused.  Kept for exact compatibility.
-        self.word_index = dict(zip(sorted_voc, range(1, len(sorted_voc) + 1)))
-        self.index_word = {c: w for w, c in self.word_index.items()}
-        wi = self.word_index
-        for w, c in self.word_docs.items():
-            self.index_docs[wi[w]] = c
+        self.word_index = wi = dict(zip(sorted_voc, range(1, len(sorted_voc) + 1)))
+        self.index_word = dict(zip(wi.values(), wi.keys()))
+        wd = self.word_docs
+        self.index_docs.update(zip(map(wi.__getitem__, wd), wd.values()))
         self._lookup_cache = None
 
     # ---------------------------------------------------------------- sizes
@@ -449,14 +455,14 @@ class Tokenizer:
             return c[2]
         num_words = self.num_words
         oov_index = self.word_index.get(self.oov_token)
-        lut = _OOVLookup()
+        wi = self.word_index
+        if not num_words:
+            lut = _OOVLookup(wi)
+        elif oov_index is None:
+            lut = _OOVLookup({w: i for w, i in wi.items() if not i >= num_words})
+        else:
+            lut = _OOVLookup({w: (oov_index if i >= num_words else i) for w, i in wi.items()})
         lut.oov = oov_index
-        for w, i in self.word_index.items():
-            if num_words and i >= num_words:
-                if oov_index is not None:
-                    lut[w] = oov_index
-            else:
-                lut[w] = i
         plain = all(type(i) is int and i >= 1 for i in lut.values())
         if self.oov_token is not None:
             # Keras appends word_index.get(oov_token) for unknown words (None if never fitted).
@@ -549,8 +555,9 @@ class Tokenizer:
             per_text += np.maximum(lens - k, 0)
         return ids, per_text
 
-    def _encode_cpp(self, texts, int32):
-        """``(ids, offsets)`` of ``texts`` (a list or tuple) from the C++ tokenizer, or None
+    def _encode_cpp(self, texts, int32, as_lists=False):
+        """``(ids, offsets)`` (or, ``as_lists``, the id lists) of ``texts`` (a list or tuple)
+        from the C++ tokenizer, or None
         when the Python code must do it (options, inputs, or a Keras edge case it leaves to
         the reference)."""
         mod = self._cpp()
@@ -579,16 +586,16 @@ class Tokenizer:
         if int32 and final.size and (int(final.max()) > _INT32_MAX or (self.ngrams > 1 and self.num_ids > _INT32_MAX)):
             return None  # the Python code raises the documented error
         vocab = self.vocab_size if self.ngrams > 1 else 0
-        return mod.tokenizer_encode(prov, offsets, final, whash, self.ngrams, self.buckets, vocab, int32)
+        return mod.tokenizer_encode(prov, offsets, final, whash, self.ngrams, self.buckets, vocab, int32, as_lists)
 
     def texts_to_sequences(self, texts):
         """Each text as a list of ids (then its n-gram ids when ``ngrams > 1``)."""
         if self._cpp() is not None:
             if not isinstance(texts, (list, tuple)):
                 texts = list(texts)
-            r = self._encode_cpp(texts, False)
+            r = self._encode_cpp(texts, False, as_lists=True)
             if r is not None:
-                return _cpp_module()[0].tokenizer_lists(*r)
+                return r
         cached = self._encode_cached(texts)
         if cached is not None:
             ids, woff, hashes, lens = cached

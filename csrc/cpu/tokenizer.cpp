@@ -459,7 +459,7 @@ struct Failure {
 };
 
 py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::str split, py::str filters,
-                         bool lower_unicode, bool keep_ids) {
+                         bool lower_unicode, bool keep_ids, i64 parallel_min_chars) {
   // A tuple holds a reference to every text while the GIL is released.
   py::tuple texts = py::reinterpret_steal<py::tuple>(PySequence_Tuple(texts_obj.ptr()));
   if (!texts) throw py::error_already_set();
@@ -490,7 +490,8 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     py::gil_scoped_release nogil;
     i64 chars = 0;
     for (const Text& t : refs) chars += t.len;
-    const int nparts = chars < (1 << 16) ? 1 : std::max(1, get_num_threads());
+    // Small inputs on one thread (a parallel region costs more than they do).
+    const int nparts = chars < parallel_min_chars ? 1 : std::max(1, get_num_threads());
     const std::vector<i64> bounds = split_ranges(refs, nparts);
     for (int p = 0; p < nparts; ++p) parts.emplace_back(new Part());
     Failure fail;
@@ -713,7 +714,7 @@ void bind_tokenizer(py::module_& m) {
   m.def("tokenizer_unidata_version", []() { return std::string(tu::kUnidataVersion); },
         "the Unicode version of the lower-casing tables compiled in");
   m.def("tokenizer_fit", &tokenizer_fit, py::arg("texts"), py::arg("lower"), py::arg("strip_html"), py::arg("split"),
-        py::arg("filters"), py::arg("lower_unicode"), py::arg("keep_ids"),
+        py::arg("filters"), py::arg("lower_unicode"), py::arg("keep_ids"), py::arg("parallel_min_chars") = 1 << 16,
         "Tokenize a sequence of str (None if one is not an exact str): (words in first-seen order, counts int64, "
         "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None, token offsets int64 (B+1,), "
         "whether a lone surrogate was seen)");

@@ -133,6 +133,7 @@ _FIT_CACHE_TOKENS = 1 << 26  # at most 256 MB of cached provisional ids
 _COUNT_CHUNK = 1 << 22
 _FIT_BATCH = 8192  # texts per C++ call when fitting an iterator (not a list / tuple)
 _INT32_MAX = 2**31 - 1
+_CPP_PARALLEL_MIN_CHARS = 1 << 16  # smaller inputs are tokenized on one thread (tests lower it)
 ENGINES = ("auto", "cpp", "python")
 
 _CPP = None  # (fastscale._cpu or None, whether its Unicode tables match this interpreter's)
@@ -373,7 +374,8 @@ class Tokenizer:
     def _scan_cpp(self, mod, texts, keep_ids):
         """The C++ tokenizer's pass over ``texts`` (None if one is not an exact ``str``)."""
         return mod.tokenizer_fit(
-            texts, bool(self.lower), self.strip_html, self.split, self.filters, _cpp_module()[1], keep_ids
+            texts, bool(self.lower), bool(self.strip_html), self.split, self.filters, _cpp_module()[1], keep_ids,
+            _CPP_PARALLEL_MIN_CHARS,
         )
 
     def _fit_cpp(self, mod, texts, keep):

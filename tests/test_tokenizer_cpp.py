@@ -158,6 +158,20 @@ def test_final_sigma(s):
         assert list(cc.word_index.items()) == list(py.word_index.items())
 
 
+BR_CASES = ["<br>", "<br >", "<br/ >", "<br //>", "<br?", "<br?>", "<brr>", "<b r>", "< br>", "<br", "<BR/", "<bR  /  >",
+            "x<br/>y<br>z", "<br />end", "start<br />", "<<br>>", "<br/><br/>", "<br\t/>", "<br\xa0/>", "<br  />a"]  # fmt: skip
+
+
+@pytest.mark.parametrize("s", BR_CASES)
+def test_line_break_near_misses(s):
+    for filters in (DEFAULT_FILTERS, "", "?"):
+        for split in (" ", "x"):
+            py, cc = both(filters=filters, split=split)
+            py.fit_on_texts([s, "Q" + s + "É"])
+            cc.fit_on_texts([s, "Q" + s + "É"])
+            assert list(cc.word_index.items()) == list(py.word_index.items()), (filters, split)
+
+
 def test_lone_surrogates():
     texts = ["a\ud800b c", "\udfff x"]
     py, cc = both()

@@ -256,6 +256,7 @@ class Tokenizer:
         self._hashes = _HashCache()
         self._lookup_cache = None
         self._fit_cache = None
+        self._plain_index = None  # (word_index, its size) when _rebuild_index made it: ids 1..n
 
     # ---------------------------------------------------------------- tokenizing
     def _tokenizer(self):
@@ -430,6 +431,7 @@ class Tokenizer:
         wd = self.word_docs
         self.index_docs.update(zip(map(wi.__getitem__, wd), wd.values()))
         self._lookup_cache = None
+        self._plain_index = (wi, len(wi))
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -577,18 +579,34 @@ class Tokenizer:
                 whash = None
         if self.ngrams > 1 and whash is None:
             return None
-        lut, plain, _ = self._lookup()
-        if not plain:
-            return None
-        miss = -1 if self.oov_token is None else lut.oov
-        try:
-            final = np.fromiter(map(lut.get, words, repeat(miss)), dtype=np.int64, count=len(words))
-        except OverflowError:
+        final = self._final_ids(words)
+        if final is None:
             return None
         if int32 and final.size and (int(final.max()) > _INT32_MAX or (self.ngrams > 1 and self.num_ids > _INT32_MAX)):
             return None  # the Python code raises the documented error
         vocab = self.vocab_size if self.ngrams > 1 else 0
         return mod.tokenizer_encode(prov, offsets, final, whash, self.ngrams, self.buckets, vocab, int32, as_lists)
+
+    def _final_ids(self, words):
+        """Per word its id as ``texts_to_sequences`` emits it (int64; -1: dropped), or None for
+        a Keras edge case left to the Python code."""
+        wi = self.word_index
+        if self._plain_index is not None and self._plain_index[0] is wi and self._plain_index[1] == len(wi):
+            # The index _rebuild_index made (ids 1..n, oov_token in it): numpy does the rest.
+            oov = -1 if self.oov_token is None else wi[self.oov_token]
+            ids = np.fromiter(map(wi.get, words, repeat(0)), dtype=np.int64, count=len(words))
+            if self.num_words:
+                ids[ids >= self.num_words] = oov
+            ids[ids == 0] = oov
+            return ids
+        lut, plain, _ = self._lookup()
+        if not plain:
+            return None
+        miss = -1 if self.oov_token is None else lut.oov
+        try:
+            return np.fromiter(map(lut.get, words, repeat(miss)), dtype=np.int64, count=len(words))
+        except OverflowError:
+            return None
 
     def texts_to_sequences(self, texts):
         """Each text as a list of ids (then its n-gram ids when ``ngrams > 1``)."""

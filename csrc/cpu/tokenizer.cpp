@@ -135,15 +135,17 @@ FS_INLINE u64 load8(const unsigned char* p) {
   return w;
 }
 
-// Hash of a zero-padded token, a word (8 bytes) at a time (the word table's hash; the
-// n-gram hash, FNV-1a, is computed once per distinct word at the end).
+// Hash of a token zero-padded to whole 8-byte words, 8 bytes at a time (the word table's
+// hash; the n-gram hash, FNV-1a, is computed once per distinct word at the end).  The
+// first 16 bytes are mixed without a data-dependent branch (bytes 8..15 masked off for a
+// short token: they may belong to the next one).
 FS_INLINE u32 word_hash(const unsigned char* p, u32 n) {
   u64 h = (n + 1) * 0x9E3779B97F4A7C15ull;
-  for (u32 k = 0; k < n; k += 8) {
-    h = (h ^ load8(p + k)) * 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 31;
-  }
-  return static_cast<u32>(h >> 32) ^ static_cast<u32>(h);
+  h = (h ^ load8(p)) * 0xBF58476D1CE4E5B9ull;
+  h = (h ^ (h >> 31) ^ (load8(p + 8) & (u64{0} - (n > 8)))) * 0x94D049BB133111EBull;
+  for (u32 k = 16; k < n; k += 8) h = (h ^ (h >> 29) ^ load8(p + k)) * 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 32;
+  return static_cast<u32>(h);
 }
 
 // One text's tokens: their UTF-8 bytes back to back, each zero-padded to whole 8-byte words
@@ -164,11 +166,11 @@ struct Tokens {
 
   void clear() { n = cur = nt = 0; }
   const Tok* toks() const { return tv.data(); }
-  void reserve(std::size_t need) {  // room for `need` more bytes, plus 16 spare for padding
+  void reserve(std::size_t need) {  // room for `need` more bytes, plus 24 spare for padding
     if (n + need <= cap) return;
-    v.resize(std::max<std::size_t>(1024, 2 * (n + need + 16)));
+    v.resize(std::max<std::size_t>(1024, 2 * (n + need + 24)));
     p = v.data();
-    cap = v.size() - 16;
+    cap = v.size() - 24;
   }
   FS_INLINE void byte(unsigned char c) {
     if (n >= cap) reserve(1);
@@ -177,9 +179,9 @@ struct Tokens {
   FS_INLINE void end_token() {
     if (n == cur) return;
     const u32 len = static_cast<u32>(n - cur);
-    std::memset(p + n, 0, 8);
+    std::memset(p + n, 0, 16);
     if (nt == tv.size()) tv.resize(std::max<std::size_t>(256, 2 * nt));
-    tv[nt++] = Tok{cur, len, word_hash(p + cur, len)};
+    tv[nt++] = Tok{cur, len, 0};  // hashed later: a load over bytes just stored one by one stalls
     n = cur = cur + ((len + 7) & ~u32{7});
   }
   FS_INLINE void cp(u32 c) {  // c >= 0x80
@@ -207,20 +209,16 @@ void scan_ascii(const unsigned char* s, i64 n, const Rules& R, Tokens& T) {
   std::size_t k = T.n, cur = T.cur;
   for (i64 i = 0; i < n; ++i) {
     short v = R.fast[s[i]];
-    if (v >= 0) {
-      out[k++] = static_cast<unsigned char>(v);
-      continue;
-    }
-    if (v == -2) {  // '<' with strip_html: a line break reads as ' '
+    if (__builtin_expect(v == -2, 0)) {  // '<' with strip_html: a line break reads as ' '
       const i64 m = br_len(s, i, n);
       v = m ? R.amap[' '] : R.amap['<'];
       i += m ? m - 1 : 0;
-      if (v >= 0) {
-        out[k++] = static_cast<unsigned char>(v);
-        continue;
-      }
     }
-    if (k != cur) {
+    // Branch-free append (a separator's byte is written and then overwritten): the only
+    // unpredictable branch left is the end of a token.
+    out[k] = static_cast<unsigned char>(v);
+    k += v >= 0;
+    if (v < 0 && k != cur) {
       T.n = k;
       T.end_token();
       k = cur = T.n;
@@ -366,7 +364,8 @@ void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTabl
   for (i64 b = b0; b < b1; ++b) {
     scan(texts[b], R, L, T);
     const i64 nt = static_cast<i64>(T.nt);
-    const Tokens::Tok* tk = T.toks();
+    Tokens::Tok* tk = T.tv.data();
+    for (i64 j = 0; j < nt; ++j) tk[j].hash = word_hash(T.p + tk[j].start, tk[j].len);
     i32* ids = nullptr;
     if (keep_ids) {
       P.ids.resize(P.ids.size() + nt);
@@ -512,7 +511,7 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
       for (u32 l = 0; l < W.size(); ++l) {
         const WordTable::Entry& x = W.e[l];
         key.assign(W.bytes.data() + x.start, W.bytes.data() + x.start + x.len);
-        key.resize(x.len + 8, 0);
+        key.resize(x.len + 16, 0);
         const u32 g = G.get_or_add(key.data(), x.len, x.hash);
         G.e[g].count += x.count;
         G.e[g].docs += x.docs;

@@ -201,6 +201,10 @@ class Tokenizer:
     ``index_word`` and ``index_docs``.  ``texts_to_sequences`` keeps words whose id is
     ``< num_words``; the others (and unknown words) become the OOV id when ``oov_token`` is
     set and are dropped otherwise.  ``num_words`` only limits encoding, never fitting.
+
+    ``engine``: ``"auto"`` (default: the C++ tokenizer when ``fastscale._cpu`` has it, else
+    Python), ``"cpp"`` (demand it) or ``"python"`` (the pure-Python reference); see the
+    module docstring.  Every engine gives identical attributes and ids.
     """
 
     def __init__(

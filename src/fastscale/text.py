@@ -384,6 +384,12 @@ class Tokenizer:
         )
 
     def _fit_cpp(self, mod, texts, keep):
+        # Keeping the ids costs 8 bytes a token during the fit: not for a corpus whose ids
+        # would not be cached anyway (a token takes >= 2 characters but the last).
+        try:
+            keep = keep and sum(map(len, texts)) <= 8 * _FIT_CACHE_TOKENS
+        except TypeError:  # a text without a length: the Python code reports it
+            return None
         r = self._scan_cpp(mod, texts, keep)
         if r is None:
             return None

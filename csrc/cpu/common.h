@@ -64,6 +64,16 @@ const char* isa_name(Isa isa);
 int get_num_threads();
 void set_num_threads(int n);
 
+// Race-free backward passes: thread t of nt owns the blocks of 16 table rows (or slots)
+// with (row >> 4) % nt == t, zeroes them and adds into them in position order, so the
+// result is bitwise the same for any thread count.  The owner test runs once per id, so
+// the usual power-of-two thread counts take a mask instead of an integer division.
+constexpr int OWN_SHIFT = 4;
+FS_INLINE bool owns(i64 row, int t, int nt) {
+  const i64 blk = row >> OWN_SHIFT;
+  return ((nt & (nt - 1)) == 0 ? (blk & (nt - 1)) : (blk % nt)) == t;
+}
+
 // ---------------------------------------------------------------- array access
 // O(1) checks only; the Python layer has already produced the exact dtypes and layouts,
 // so a failure here is a bug in an adapter, reported as TypeError / ValueError, never a crash.

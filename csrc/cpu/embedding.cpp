@@ -16,7 +16,6 @@ namespace fastscale {
 namespace {
 
 constexpr i64 CHUNK = 256;     // forward: ids per OpenMP work item
-constexpr int OWN_SHIFT = 4;   // backward: a thread owns blocks of 16 rows
 
 // Copies the rows of ids[i0:i1] into out[i0:i1].  Multiversioned so the copy loop is
 // vectorised for the ISA chosen at run time.  No software prefetch: the origin's table
@@ -40,7 +39,6 @@ void forward_kernel(const T* weight, i64 D, const I* ids, i64 N, T* out) {
   for (i64 c = 0; c < nchunks; ++c) gather_rows<T>(weight, D, ids, c * CHUNK, std::min(N, (c + 1) * CHUNK), out);
 }
 
-FS_INLINE bool owns(i64 row, int t, int nt) { return ((row >> OWN_SHIFT) % nt) == t; }
 
 // Thread t of nt: zero its blocks of grad (R, D) and add dout[i] into row slot(ids[i]) for
 // every i in position order whose row it owns.  slot == nullptr: the row is the id itself

@@ -18,7 +18,6 @@ namespace fastscale {
 namespace {
 
 constexpr int PF = 8;           // prefetch distance in ids
-constexpr int OWN_SHIFT = 4;    // backward: a thread owns blocks of 16 rows
 
 template <class I, class O>
 struct Bags {
@@ -154,7 +153,6 @@ void forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw
   for (i64 b = 0; b < B; ++b) forward_bag<T>(weight, D, bags, b, psw, pad, mean, out);
 }
 
-FS_INLINE bool owns(i64 row, int t, int nt) { return ((row >> OWN_SHIFT) % nt) == t; }
 
 // grad (V, D) = d/dweight.  Each thread zeroes and accumulates its own row blocks.
 template <class T, class I, class O>

@@ -40,3 +40,13 @@ __all__ = [
     "set_num_threads",
     "sparse_adam_step",
 ]
+
+
+def __getattr__(name):
+    # TextClassifier lives in fastscale.sklearn; imported on first use so that
+    # `import fastscale` never imports scikit-learn.
+    if name == "TextClassifier":
+        from .sklearn import TextClassifier
+
+        return TextClassifier
+    raise AttributeError(f"module 'fastscale' has no attribute {name!r}")

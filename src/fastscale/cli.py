@@ -1,10 +1,30 @@
-"""The ``fastscale`` command: info (more subcommands arrive with the training stack)."""
+"""The ``fastscale`` command: train, evaluate, predict, info.
+
+    fastscale train [--train train.tsv.gz --test test.tsv.gz] [--epochs 10 ...] [--out DIR]
+    fastscale evaluate DIR/model.fsm test.tsv.gz
+    fastscale predict DIR/model.fsm "a wonderful film" "dull and far too long"
+    fastscale info
+
+Data files are ``label<TAB>text`` lines (plain or .gz).  Without ``--train``, ``train`` uses
+the IMDB reviews from ``fastscale.datasets.load_imdb``'s folders (``$FASTSCALE_DATA``,
+``~/.cache/fastscale/imdb``) or ``../shared/data/imdb``, and says how to get them if absent.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
+import time
+from pathlib import Path
+
+
+def _bench(args) -> int:
+    from fastscale import bench
+
+    bench.run(threads=args.threads, budget=args.budget)
+    return 0
 
 
 def _info(args) -> int:
@@ -30,13 +50,293 @@ def _info(args) -> int:
     return 0
 
 
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------------------- data
+SHARED_IMDB = Path("..") / "shared" / "data" / "imdb"
+
+
+def _find_imdb():
+    """load_imdb's folders first, then ../shared/data/imdb (the project layout), also from a
+    checkout nested deeper (shared/data/imdb in any folder above the current one)."""
+    from fastscale import datasets
+
+    found = datasets.find_imdb()
+    if found is not None:
+        return found
+    for d in [SHARED_IMDB] + [p / "shared" / "data" / "imdb" for p in Path.cwd().parents]:
+        if all((d / f).is_file() for f in ("train.tsv.gz", "test.tsv.gz")):
+            return d
+    return None
+
+
+def _how_to_get_imdb() -> str:
+    return (
+        "no training data: pass --train PATH --test PATH (files of 'label<TAB>text' lines, plain or .gz), "
+        "or get the IMDB reviews, looked for in $FASTSCALE_DATA, ~/.cache/fastscale/imdb and ../shared/data/imdb "
+        "(or shared/data/imdb in any folder above this one):\n"
+        "  fastscale train --download         # downloads the original aclImdb_v1.tar.gz (84 MB, sha256-checked)\n"
+        "                                     # into ~/.cache/fastscale/imdb, then trains\n"
+        "  or: python -c 'import fastscale.datasets as d; d.load_imdb()'\n"
+        "  or: export FASTSCALE_DATA=/folder/with/train.tsv.gz+test.tsv.gz"
+    )
+
+
+def _load_data(args):
+    from fastscale import datasets
+
+    if args.train:
+        train = datasets.load_tsv(args.train)
+        if not args.test:
+            raise CLIError("--train needs --test too (a held-out file of 'label<TAB>text' lines)")
+        return train, datasets.load_tsv(args.test), f"{args.train} / {args.test}"
+    if args.test:
+        raise CLIError("--test given without --train")
+    found = _find_imdb()
+    if found is not None:
+        (train, test) = datasets.load_imdb(found, download=False)
+        return train, test, f"IMDB from {found}"
+    if args.download:
+        train, test = datasets.load_imdb()
+        return train, test, "IMDB (downloaded)"
+    raise CLIError(_how_to_get_imdb())
+
+
+# ---------------------------------------------------------------------------- train
+def _train(args) -> int:
+    import numpy as np
+
+    from fastscale import _textmodel as R
+
+    t_start = time.perf_counter()
+    (train_texts, y_train), (test_texts, y_test), source = _load_data(args)
+    t_read = time.perf_counter() - t_start
+    print(f"data: {source}: {len(train_texts):,} training and {len(test_texts):,} test texts ({t_read:.2f}s)")
+
+    t0 = time.perf_counter()
+    tok = R.make_tokenizer(args.num_words, "<OOV>", args.ngrams, args.buckets)
+    tok.fit_on_texts(train_texts)
+    x, meta = R.fit_encode(tok, train_texts, input=args.input, maxlen=args.maxlen)
+    x_test = R.encode(tok, test_texts, meta)
+    t_tok = time.perf_counter() - t0
+    shape = f"padded to {meta['maxlen']} ids" if meta["input"] == "padded" else "bags (no padding)"
+    print(f"tokenized in {t_tok:.2f}s: {tok.num_ids:,} ids ({args.num_words} words"
+          + (f" + {tok.buckets:,} n-gram buckets" if args.ngrams > 1 else "") + f"), {shape}")
+
+    classes, idx = R.label_encoding(y_train)
+    test_idx = np.searchsorted(classes, y_test)
+    unknown = (test_idx >= len(classes)) | (classes[np.minimum(test_idx, len(classes) - 1)] != y_test)
+    if unknown.any():
+        raise CLIError(f"test labels {sorted(set(np.asarray(y_test)[unknown].tolist()))} do not occur in the training data")
+    n = len(classes)
+    model = R.build_model(tok.num_ids, n, args.embed_dim, args.hidden)
+    R.compile_model(model, n, args.lr, args.lazy, args.seed)
+    model.tokenizer = tok
+    model.metadata = {**meta, "labels": classes.tolist()}
+    if args.verbose:
+        model.summary()
+
+    history = model.fit(x, idx, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=args.validation_split, verbose=1 if args.verbose else 0)
+    t1 = time.perf_counter()
+    test_loss, test_acc = model.evaluate(x_test, test_idx, batch_size=max(args.batch_size, 256), verbose=0)
+    t_eval = time.perf_counter() - t1
+    stats = history.epoch_stats
+    sec_epoch = sum(s["seconds"] for s in stats) / max(len(stats), 1)
+    tok_s = sum(s["tokens"] for s in stats) / max(sum(s["seconds"] for s in stats), 1e-9)
+    wall = time.perf_counter() - t_start
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.fsm"
+    model.save(model_path)
+    record = {
+        "history": history.history,
+        "epoch_stats": stats,
+        "test": {"loss": test_loss, "accuracy": test_acc},
+        "seconds_per_epoch": sec_epoch,
+        "tokens_per_s": tok_s,
+        "seconds": {"read": t_read, "tokenize": t_tok, "evaluate": t_eval, "total": wall},
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+    (out / "history.json").write_text(json.dumps(record, indent=2) + "\n")
+    picture = _plot(history.history, out / "training_curve.png")
+
+    rows = [
+        ("test loss", f"{test_loss:.4f}"),
+        ("test accuracy", f"{test_acc:.4f}"),
+        ("seconds per epoch", f"{sec_epoch:.3f}"),
+        ("tokens/s", f"{tok_s:,.0f}"),
+        ("tokenize seconds", f"{t_tok:.2f}"),
+        ("total seconds", f"{wall:.2f}"),
+    ]
+    _table(rows)
+    print(f"wrote {model_path}, {out / 'history.json'}" + (f", {picture}" if picture else ""))
+    return 0
+
+
+def _table(rows):
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    line = f"+-{'-' * w0}-+-{'-' * w1}-+"
+    print(line)
+    for k, v in rows:
+        print(f"| {k.ljust(w0)} | {v.rjust(w1)} |")
+    print(line)
+
+
+def _plot(history, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+        return None
+    keys = [k for k in ("loss", "accuracy") if k in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        epochs = range(1, len(history[k]) + 1)
+        ax.plot(epochs, history[k], "o-", label=f"train {k}")
+        if f"val_{k}" in history:
+            ax.plot(epochs, history[f"val_{k}"], "s--", label=f"validation {k}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(k)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- evaluate / predict
+def _load(path):
+    from fastscale import nn
+
+    model = nn.load_model(path)
+    if model.tokenizer is None or "input" not in model.metadata:
+        raise CLIError(f"{path}: this model has no tokenizer / text settings; it was not made by 'fastscale train' "
+                       "(attach model.tokenizer and model.metadata to use it here)")
+    return model
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+
+    from fastscale import _textmodel as R
+    from fastscale import datasets
+
+    model = _load(args.model)
+    texts, y = datasets.load_tsv(args.data)
+    classes = np.asarray(model.metadata["labels"])
+    idx = np.searchsorted(classes, y)
+    if ((idx >= len(classes)) | (classes[np.minimum(idx, len(classes) - 1)] != y)).any():
+        raise CLIError(f"{args.data}: labels outside the model's classes {classes.tolist()}")
+    t0 = time.perf_counter()
+    x = R.encode(model.tokenizer, texts, model.metadata)
+    loss, acc = model.evaluate(x, idx, batch_size=args.batch_size, verbose=0)[:2]
+    dt = time.perf_counter() - t0
+    _table([("texts", f"{len(texts):,}"), ("loss", f"{loss:.4f}"), ("accuracy", f"{acc:.4f}"), ("seconds", f"{dt:.2f}")])
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+
+    from fastscale import _textmodel as R
+
+    model = _load(args.model)
+    texts = args.texts if args.texts else [line.rstrip("\n") for line in sys.stdin]
+    if not texts:
+        return 0
+    classes = model.metadata["labels"]
+    p = R.class_probabilities(model, R.encode(model.tokenizer, texts, model.metadata))
+    best = np.argmax(p, axis=1)
+    for t, k, row in zip(texts, best, p):
+        snippet = t if len(t) <= 60 else t[:57] + "..."
+        print(f"{classes[k]}\t{row[k]:.4f}\t{snippet}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _maxlen(s):
+    return None if s.lower() == "none" else _positive_int(s)
+
+
+def _positive_int(s):
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def _lazy(s):
+    return {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[s.lower()]
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fastscale", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("bench", help="time the kernels against numpy / torch (present here); bandwidth fractions")
+    p.add_argument("--threads", type=int, default=2, help="threads for fastscale and torch")
+    p.add_argument("--budget", type=float, default=0.25, help="seconds of timing per entry")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("train", help="train the text classifier; prints a results table, writes model, history, plot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", help="training data: 'label<TAB>text' lines (.gz ok); default: the IMDB reviews")
+    p.add_argument("--test", help="test data, same format")
+    p.add_argument("--download", action="store_true", help="without --train: download IMDB if it is not found locally")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--num-words", type=_positive_int, default=10000, help="vocabulary size (Keras num_words)")
+    p.add_argument("--maxlen", type=_maxlen, default=None, help="pad/truncate to this many ids (None: the longest text)")
+    p.add_argument("--embed-dim", type=_positive_int, default=128)
+    p.add_argument("--hidden", type=int, default=64, help="hidden Dense units (0: none)")
+    p.add_argument("--ngrams", type=_positive_int, default=1, help="2: add hashed word bigrams (fastText)")
+    p.add_argument("--buckets", type=_positive_int, default=None, help="n-gram hash buckets (default: the Tokenizer's)")
+    p.add_argument("--input", choices=("auto", "padded", "bags"), default="auto",
+                   help="padded ids (the origin) or bags without padding; auto: padded for ngrams 1, bags otherwise")
+    p.add_argument("--lazy", type=_lazy, default=None, metavar="{auto,true,false}",
+                   help="lazy Adam on the embedding (auto: for tables above 200,000 rows)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-split", type=float, default=0.2)
+    p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm, history.json, training_curve.png")
+    p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a data file")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="label and probability for each text (arguments, or lines on stdin)")
+    p.add_argument("model")
+    p.add_argument("texts", nargs="*")
+    p.set_defaults(func=_predict)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"fastscale {args.command}: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        if args.command == "info":
+            raise
+        print(f"fastscale {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

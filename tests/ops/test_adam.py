@@ -25,8 +25,10 @@ def _state(rng, shape, dtype):
 
 
 def _tol(dtype):
-    # float32 math: ~1e-7 per operation, a few operations per step, a few steps.
-    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    # float32 math: ~1e-7 per operation, a few operations per step, a few steps; with beta2 = 0
+    # and |g| close to eps the ratio m / (sqrt(v) + eps) loses a few more bits (seen: 1.6e-4
+    # relative on one update of lr = 0.05, identically on every backend).
+    return dict(rtol=5e-5, atol=5e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
 
 
 def _close(got, want, dtype, what):

@@ -279,6 +279,8 @@ def test_bad_backward_inputs_write_nothing(backend, to_xp, what, change, exc):
     args = dict(dout=np.ones((2, 4), np.float32), ids=IDS, offsets=OFF, num_embeddings=10, out=None)
     args.update(change)
     sentinel = np.full((10, 4), 3.0, np.float32)
+    if what == "out read-only" and backend in ("cuda", "cupy"):
+        pytest.skip("cupy arrays cannot be made read-only")
     if what == "out read-only":
         args["out"].flags.writeable = False
     elif args["out"] is None and what not in ("num_embeddings 0", "num_embeddings float"):

@@ -324,13 +324,7 @@ def _make_numba():
     return dense, sparse
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _scalars(k: _Coef, dtype):
@@ -367,5 +361,48 @@ def _cpp_sparse(param, rows, values, m, v, k: _Coef):
         _raise_unordered(OPS, rows, -status - 1)
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_dense, numba=_numba_dense, numpy=_numpy_dense, cupy=_numpy_dense)
-_SPARSE = _backends.register(OPS, cpp=_cpp_sparse, numba=_numba_sparse, numpy=_numpy_sparse, cupy=_numpy_sparse)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/adam.cu.  The kernels skip every write when the stream's device error word is
+# set (a bad id earlier in a step under deferred checks), so bad input never updates a
+# parameter.
+def _cuda_multi(params, grads, ms, vs, k: _Coef):
+    """One multi-tensor launch over lists of checked, C-contiguous cupy arrays of one dtype
+    (for an optimizer stepping several tensors at once)."""
+    from . import _cuda_util as CU
+
+    st = CU.state()
+    _backends.module("cuda").adam_multi(
+        [a.data.ptr for a in params], [a.data.ptr for a in grads], [a.data.ptr for a in ms],
+        [a.data.ptr for a in vs], [a.size for a in params], params[0].itemsize if params else 4,
+        k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode, st.err, CU.stream_ptr(),
+    )
+
+
+def _cuda_dense(param, grad, m, v, k: _Coef):
+    _cuda_multi([param], [grad], [m], [v], k)
+
+
+def _cuda_sparse(param, rows, values, m, v, k: _Coef):
+    from . import _cuda_util as CU
+
+    V, D = param.shape
+
+    def raiser(kind, pos):
+        if kind == CU.ERR_ORDER:
+            _raise_unordered(OPS, rows, pos)
+        C.raise_bad_id(OPS, "rows", rows, pos, V)
+
+    st, tag, s = CU.begin(raiser)
+    _backends.module("cuda").sparse_adam_step(
+        param.data.ptr, rows.data.ptr, CU.ptr(values), m.data.ptr, v.data.ptr, V, D, rows.shape[0], param.itemsize,
+        rows.itemsize, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode, st.err, tag, s,
+    )
+    CU.finish(st)
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_dense, numba=_numba_dense, numpy=_numpy_dense, cupy=_numpy_dense, cuda=_cuda_dense
+)
+_SPARSE = _backends.register(
+    OPS, cpp=_cpp_sparse, numba=_numba_sparse, numpy=_numpy_sparse, cupy=_numpy_sparse, cuda=_cuda_sparse
+)

@@ -109,14 +109,13 @@ def _make_numba():
     return kernel
 
 
-_numba_cache: list = []
+_numba_kernel = _backends.once(_make_numba)
 
 
 def _numba(logits, targets, dlogits):
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
     _check_targets_xp(targets)
-    return float(_numba_cache[0](C.contiguous(logits).reshape(-1), C.contiguous(targets).reshape(-1), dlogits.reshape(-1)))
+    kernel = _numba_kernel()
+    return float(kernel(C.contiguous(logits).reshape(-1), C.contiguous(targets).reshape(-1), dlogits.reshape(-1)))
 
 
 # ---------------------------------------------------------------------------- cpp
@@ -129,4 +128,20 @@ def _cpp(logits, targets, dlogits):
     return loss
 
 
-_IMPL = _backends.register(OP, cpp=_cpp, numba=_numba, numpy=_numpy, cupy=_numpy)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/bce_with_logits.cu.  The loss comes back as a float, so this op synchronises
+# anyway: the loss and the device error word (a bad target) are read in one copy.
+def _cuda(logits, targets, dlogits):
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    z, y = C.contiguous(logits), C.contiguous(targets)
+    N = z.size
+    ws = CU.workspace(cu.bce_workspace_bytes(N))
+    st, tag, s = CU.begin(lambda kind, pos: _raise_bad_target(y, pos))
+    cu.bce_with_logits(z.data.ptr, y.data.ptr, dlogits.data.ptr, N, z.itemsize, ws.data.ptr, ws.nbytes, st.result,
+                       st.err, tag, s)
+    return CU.result_float(st)
+
+
+_IMPL = _backends.register(OP, cpp=_cpp, numba=_numba, numpy=_numpy, cupy=_numpy, cuda=_cuda)

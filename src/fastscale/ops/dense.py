@@ -313,13 +313,7 @@ def _make_numba():
     return forward, backward
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _numba_forward(x, weight, bias, act, out):
@@ -380,7 +374,34 @@ def _cpp_backward(dout, x, weight, out, act, dx, dweight, dbias):
     )
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/dense.cu: a tiled GEMM with bias and activation fused (forward) and dz fused
+# into the operand loads (backward); no sync.
+def _cuda_forward(x, weight, bias, act, out):
+    from . import _cuda_util as CU
+
+    x, weight = C.contiguous(x), C.contiguous(weight)
+    bias = None if bias is None else C.contiguous(bias)
+    B, I = x.shape
+    _backends.module("cuda").dense_forward(x.data.ptr, weight.data.ptr, CU.ptr(bias), act, out.data.ptr, B, I,
+                                           weight.shape[1], x.itemsize, CU.stream_ptr())
+    return out
+
+
+def _cuda_backward(dout, x, weight, out, act, dx, dweight, dbias):
+    from . import _cuda_util as CU
+
+    dout, x, weight = C.contiguous(dout), C.contiguous(x), C.contiguous(weight)
+    out = None if out is None else C.contiguous(out)
+    B, I = x.shape
+    _backends.module("cuda").dense_backward(dout.data.ptr, x.data.ptr, weight.data.ptr, CU.ptr(out), act, CU.ptr(dx),
+                                            dweight.data.ptr, dbias.data.ptr, B, I, weight.shape[1], x.itemsize,
+                                            CU.stream_ptr())
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward, cuda=_cuda_forward
+)
 _BACKWARD = _backends.register(
-    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward
+    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward, cuda=_cuda_backward
 )

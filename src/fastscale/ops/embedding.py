@@ -11,12 +11,10 @@ also serves cupy).  The module reads top-down: public functions with every check
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows
+from ._common import SparseRows, row_mark
 
 OP = "embedding"
 OPB = "embedding_backward"
@@ -172,13 +170,7 @@ def _make_numba():
     return forward, backward
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _numba_forward(weight, ids, out):
@@ -221,23 +213,6 @@ def _cpp_forward(weight, ids, out):
     return out
 
 
-# A zeroed int32 (V,) scratch per thread and V: the sparse backward marks the rows it meets
-# there and clears exactly those again, so a step costs O(ids), not O(V).
-_marks = threading.local()
-
-
-def _mark(V):
-    cache = getattr(_marks, "by_v", None)
-    if cache is None:
-        cache = _marks.by_v = {}
-    m = cache.get(V)
-    if m is None:
-        if len(cache) > 4:
-            cache.clear()
-        m = cache[V] = np.zeros(V, np.int32)
-    return m
-
-
 def _cpp_backward(dout, ids, out, V):
     cpu = _backends.module("cpp")
     dout, ids = C.contiguous(dout), C.contiguous(ids)
@@ -247,7 +222,7 @@ def _cpp_backward(dout, ids, out, V):
         if status:
             C.raise_status(OPB, status, ids, "ids", V)
         return out
-    mark = _mark(V)
+    mark = row_mark(V)
     rows = np.empty(ids.size, np.int64)
     status, U = cpu.embedding_backward_rows(ids, mark, rows)
     if status:
@@ -262,7 +237,57 @@ def _cpp_backward(dout, ids, out, V):
     return rows, values
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/embedding.cu.  Bad ids are found on the device (error word, see
+# ops/_cuda_util.py) and raise the same IndexError as the CPU, at the call by default.
+def _cuda_forward(weight, ids, out):
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    weight, ids = C.contiguous(weight), C.contiguous(ids)
+    V, D = weight.shape
+    st, tag, s = CU.begin(lambda kind, pos: C.raise_bad_id(OP, "ids", ids, pos, V))
+    cu.embedding_forward(weight.data.ptr, ids.data.ptr, out.data.ptr, V, D, ids.size, weight.itemsize, ids.itemsize,
+                         st.err, tag, s)
+    CU.finish(st)
+    return out
+
+
+def _cuda_backward(dout, ids, out, V):
+    """Dense: deterministic sort + segment reduction (FASTSCALE_CUDA_ATOMIC_BACKWARD=1: atomics).
+    Sparse: the same sort gives the unique rows; reading their count is the one sync."""
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    cp = CU.cupy()
+    dout, ids = C.contiguous(dout), C.contiguous(ids)
+    N, D = ids.size, dout.shape[-1]
+
+    def raiser(kind, pos):
+        C.raise_bad_id(OPB, "ids", ids, pos, V)
+
+    if out is not None:
+        det = CU.deterministic()
+        ws = CU.workspace(cu.embedding_backward_workspace(N, V, dout.itemsize, False)) if det else None
+        st, tag, s = CU.begin(raiser)
+        cu.embedding_backward_dense(dout.data.ptr, ids.data.ptr, out.data.ptr, V, D, N, dout.itemsize, ids.itemsize,
+                                    det, CU.ptr(ws), 0 if ws is None else ws.nbytes, st.err, tag, s)
+        CU.finish(st)
+        return out
+    ws = CU.workspace(cu.embedding_backward_workspace(N, V, dout.itemsize, True))
+    rows = cp.empty(max(N, 1), cp.int64)
+    st, tag, s = CU.begin(raiser)
+    cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, st.result, V, N, ids.itemsize, ws.data.ptr, ws.nbytes,
+                               st.err, tag, s)
+    U = CU.result_count(st)
+    values = cp.empty((U, D), dout.dtype)
+    cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), V, D, N, U, dout.itemsize, ws.data.ptr, ws.nbytes, s)
+    return rows[:U], values
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward, cuda=_cuda_forward
+)
 _BACKWARD = _backends.register(
-    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward
+    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward, cuda=_cuda_backward
 )

@@ -16,12 +16,10 @@ backends.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows
+from ._common import SparseRows, row_mark
 
 OP = "embedding_bag"
 OPB = "embedding_bag_backward"
@@ -285,13 +283,7 @@ def _make_numba():
     return forward, backward
 
 
-_numba_cache: list = []
-
-
-def _numba_fns():
-    if not _numba_cache:
-        _numba_cache.append(_make_numba())
-    return _numba_cache[0]
+_numba_fns = _backends.once(_make_numba)
 
 
 def _starts_ends(ids, offsets):
@@ -343,23 +335,6 @@ def _cpp_forward(weight, ids, offsets, psw, pad, mean, out):
     return out
 
 
-# A zeroed int32 (V,) scratch per thread and V: the sparse backward marks the rows it meets
-# there and clears exactly those again, so a step costs O(ids), not O(V).
-_marks = threading.local()
-
-
-def _mark(V):
-    cache = getattr(_marks, "by_v", None)
-    if cache is None:
-        cache = _marks.by_v = {}
-    m = cache.get(V)
-    if m is None:
-        if len(cache) > 4:
-            cache.clear()
-        m = cache[V] = np.zeros(V, np.int32)
-    return m
-
-
 def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
     cpu = _backends.module("cpp")
     dout, ids = C.contiguous(dout), C.contiguous(ids)
@@ -370,7 +345,7 @@ def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
         if status:
             C.raise_status(OPB, status, ids, "ids", V, offsets)
         return out
-    mark = _mark(V)
+    mark = row_mark(V)
     rows = np.empty(ids.size, np.int64)
     status, U = cpu.embedding_bag_backward_rows(ids, offsets, pad, mark, rows)
     if status:
@@ -385,7 +360,81 @@ def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
     return rows, values
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/embedding_bag.cu.  Offsets and ids are checked on the device (error word, see
+# ops/_cuda_util.py): the same ValueError / IndexError as the CPU, at the call by default.
+def _cuda_args(ids, offsets, psw):
+    ids = C.contiguous(ids)
+    offsets = None if offsets is None else C.contiguous(offsets)
+    psw = None if psw is None else C.contiguous(psw)
+    Tlen = ids.shape[1] if offsets is None else 0
+    osize = 0 if offsets is None else offsets.itemsize
+    return ids, offsets, psw, Tlen, osize
+
+
+def _cuda_raiser(op, ids, offsets, V):
+    def raiser(kind, pos):
+        from ._cuda_util import ERR_OFFSET
+
+        if kind == ERR_OFFSET:
+            C.raise_bad_offset(op, offsets, pos, ids.shape[0])
+        C.raise_bad_id(op, "ids", ids, pos, V)
+
+    return raiser
+
+
+def _cuda_forward(weight, ids, offsets, psw, pad, mean, out):
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    weight = C.contiguous(weight)
+    ids, offsets, psw, Tlen, osize = _cuda_args(ids, offsets, psw)
+    V, D = weight.shape
+    st, tag, s = CU.begin(_cuda_raiser(OP, ids, offsets, V))
+    cu.embedding_bag_forward(weight.data.ptr, ids.data.ptr, CU.ptr(offsets), CU.ptr(psw), pad, mean, out.data.ptr,
+                             V, D, out.shape[0], ids.size, Tlen, weight.itemsize, ids.itemsize, osize, st.err, tag, s)
+    CU.finish(st)
+    return out
+
+
+def _cuda_backward(dout, ids, offsets, psw, pad, mean, out, V):
+    """Dense: deterministic sort + segment reduction (FASTSCALE_CUDA_ATOMIC_BACKWARD=1: atomics).
+    Sparse: the same sort gives the unique rows; reading their count is the one sync."""
+    from . import _cuda_util as CU
+
+    cu = _backends.module("cuda")
+    cp = CU.cupy()
+    dout = C.contiguous(dout)
+    ids, offsets, psw, Tlen, osize = _cuda_args(ids, offsets, psw)
+    B, D = dout.shape
+    N = ids.size
+    raiser = _cuda_raiser(OPB, ids, offsets, V)
+    if out is not None:
+        det = CU.deterministic()
+        ws = CU.workspace(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, False)) if det else None
+        st, tag, s = CU.begin(raiser)
+        cu.embedding_bag_backward_dense(
+            dout.data.ptr, ids.data.ptr, CU.ptr(offsets), CU.ptr(psw), pad, mean, out.data.ptr, V, D, B, N, Tlen,
+            dout.itemsize, ids.itemsize, osize, det, CU.ptr(ws), 0 if ws is None else ws.nbytes, st.err, tag, s,
+        )
+        CU.finish(st)
+        return out
+    ws = CU.workspace(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, True))
+    rows = cp.empty(max(N, 1), cp.int64)
+    st, tag, s = CU.begin(raiser)
+    cu.embedding_bag_backward_rows(ids.data.ptr, CU.ptr(offsets), CU.ptr(psw), pad, mean, rows.data.ptr, st.result, V,
+                                   B, N, Tlen, dout.itemsize, ids.itemsize, osize, ws.data.ptr, ws.nbytes, st.err, tag,
+                                   s)
+    U = CU.result_count(st)
+    values = cp.empty((U, D), dout.dtype)
+    cu.embedding_bag_backward_values(dout.data.ptr, CU.ptr(values), V, D, B, N, U, dout.itemsize, ws.data.ptr,
+                                     ws.nbytes, s)
+    return rows[:U], values
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward, cuda=_cuda_forward
+)
 _BACKWARD = _backends.register(
-    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward
+    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward, cuda=_cuda_backward
 )

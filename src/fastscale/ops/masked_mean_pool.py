@@ -188,7 +188,32 @@ def _cpp_backward(dout, mask, out):
     return out
 
 
-_IMPL = _backends.register(OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward)
+# ---------------------------------------------------------------------------- cuda
+# csrc/cuda/masked_mean_pool.cu (nothing here can fail on the device: no sync).
+def _cuda_forward(x, mask, out):
+    from . import _cuda_util as CU
+
+    x, mask = C.contiguous(x), C.contiguous(mask)
+    B, T, D = x.shape
+    _backends.module("cuda").masked_mean_pool_forward(x.data.ptr, mask.data.ptr, out.data.ptr, B, T, D, x.itemsize,
+                                                      CU.stream_ptr())
+    return out
+
+
+def _cuda_backward(dout, mask, out):
+    from . import _cuda_util as CU
+
+    dout, mask = C.contiguous(dout), C.contiguous(mask)
+    B, T, D = out.shape
+    count = CU.cupy().empty(max(B, 1), dout.dtype)  # per-row kept count (scratch)
+    _backends.module("cuda").masked_mean_pool_backward(dout.data.ptr, mask.data.ptr, out.data.ptr, count.data.ptr, B,
+                                                       T, D, dout.itemsize, CU.stream_ptr())
+    return out
+
+
+_IMPL = _backends.register(
+    OP, cpp=_cpp_forward, numba=_numba_forward, numpy=_numpy_forward, cupy=_numpy_forward, cuda=_cuda_forward
+)
 _BACKWARD = _backends.register(
-    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward
+    OPB, cpp=_cpp_backward, numba=_numba_backward, numpy=_numpy_backward, cupy=_numpy_backward, cuda=_cuda_backward
 )

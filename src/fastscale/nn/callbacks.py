@@ -1,0 +1,163 @@
+"""Callbacks, as in Keras: History, EarlyStopping, ModelCheckpoint.
+
+``fit`` calls ``on_train_begin``, then per epoch ``on_epoch_begin`` / ``on_epoch_end(epoch,
+logs)`` (``logs``: loss, metrics, val_loss, val_metrics of that epoch), then
+``on_train_end``.  A callback stops training by setting ``model.stop_training = True``.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+
+class Callback:
+    def __init__(self):
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class History(Callback):
+    """Returned by ``fit``: ``history`` maps each logged quantity to its per-epoch list."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+        self.params: dict = {}
+        # per epoch: training seconds (validation excluded), real tokens seen, tokens/s
+        self.epoch_stats: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _mode(monitor, mode, who):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who}: argument 'mode' must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if any(k in monitor for k in ("acc", "auc")) else "min"
+    return mode
+
+
+class _Monitor(Callback):
+    def __init__(self, monitor, mode, min_delta, who):
+        super().__init__()
+        self.monitor = monitor
+        self.mode = _mode(monitor, mode, who)
+        self.min_delta = abs(float(min_delta))
+        self._who = who
+
+    def _better(self, current, best):
+        if best is None:
+            return True
+        if self.mode == "min":
+            return current < best - self.min_delta
+        return current > best + self.min_delta
+
+    def _current(self, logs):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(
+                f"{self._who}: monitored quantity {self.monitor!r} is not logged; available: {sorted(logs or {})} "
+                "(val_* needs validation_split or validation_data)"
+            )
+        return float(value)
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (Keras semantics).
+
+    ``restore_best_weights=True`` puts back the weights of the best epoch when training ends.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto", baseline=None,
+                 restore_best_weights=False, start_from_epoch=0):
+        super().__init__(monitor, mode, min_delta, "EarlyStopping")
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.baseline = baseline
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = int(start_from_epoch)
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._current(logs)
+        if epoch < self.start_from_epoch or not math.isfinite(current):
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+        self.wait += 1
+        if self._better(current, self.best):
+            self.best, self.best_epoch = current, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._better(current, float(self.baseline)):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model (``model.save``) after each epoch, or only when ``monitor`` improves.
+
+    ``filepath`` may hold ``{epoch}`` and logged names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.fsm"``.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto", min_delta=0.0):
+        super().__init__(monitor, mode, min_delta, "ModelCheckpoint")
+        self.filepath = os.fspath(filepath)
+        self.verbose = verbose
+        self.save_best_only = bool(save_best_only)
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            current = self._current(logs)
+            if not (math.isfinite(current) and self._better(current, self.best)):
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        self.model.save(path)

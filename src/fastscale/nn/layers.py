@@ -1,0 +1,409 @@
+"""Layers with explicit forward / backward (no autograd tape).
+
+A layer holds its parameters in ``params`` (name -> float32 array, Keras names:
+``embeddings``, ``kernel``, ``bias``) and, after ``backward``, their gradients in ``grads``
+(a dense array, or :class:`fastscale.SparseRows` for an embedding table when the model asked
+for sparse gradients).  ``forward(x, mask, training)`` returns ``(y, mask)``: the mask is
+Keras's ``mask_zero`` mask, carried from ``Embedding`` to the pooling layer.
+
+Weights use the Keras layout (Dense ``kernel`` is ``(in, out)``), so Keras weights load
+with ``set_weights`` unchanged.  Initialisers are Keras's: embeddings uniform(-0.05, 0.05),
+Dense kernel glorot-uniform, bias zeros.
+
+The layers call only the public ops (``fastscale.embedding_bag``, ``dense_forward``, ...).
+``Sequential`` runs ``Embedding -> GlobalAveragePooling1D`` as one fused ``embedding_bag``
+(see :class:`_FusedEmbeddingPool`); the unfused layer code below is the readable definition
+the fused path is tested against.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .. import ops
+
+ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
+
+
+def _snake(name: str) -> str:
+    """Keras's layer naming: GlobalAveragePooling1D -> global_average_pooling1d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _int_arg(layer, name, value, lo=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{layer}: argument {name!r} must be an int >= {lo}, got {value!r}")
+    return int(value)
+
+
+class Layer:
+    """Base class.  Subclasses set ``params`` in ``build`` and fill ``grads`` in ``backward``."""
+
+    def __init__(self, name=None, trainable=True):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}: argument 'name' must be a str, got {type(name).__name__}")
+        self.name = name
+        self.trainable = bool(trainable)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict = {}
+        self.built = False
+        self.input_shape = None
+        self.backend = None
+
+    def build(self, input_shape, rng: np.random.Generator, dtype=np.float32):
+        self.input_shape = tuple(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x, mask=None, training=False):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dout, need_dx=True):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def get_weights(self):
+        return [p.copy() for p in self.params.values()]
+
+    def set_weights(self, weights):
+        if len(weights) != len(self.params):
+            raise ValueError(f"{self.name}: set_weights expects {len(self.params)} arrays, got {len(weights)}")
+        for (k, p), w in zip(self.params.items(), weights):
+            w = np.asarray(w)
+            if w.shape != p.shape:
+                raise ValueError(f"{self.name}: weight {k!r} has shape {p.shape}, got an array of shape {w.shape}")
+            p[...] = w  # in place: optimizer slots and fused views stay valid
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable}
+
+    def __repr__(self):
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k not in ("name", "trainable"))
+        return f"{type(self).__name__}({cfg})"
+
+
+class Embedding(Layer):
+    """Lookup table ``(input_dim, output_dim)``: ids ``(B, T)`` -> ``(B, T, output_dim)``.
+
+    ``mask_zero=True``: id 0 is padding; the mask travels to ``GlobalAveragePooling1D``, which
+    then averages only the real tokens (so ``input_dim`` must leave room for id 0, as in Keras).
+    In a ``Sequential`` followed by ``GlobalAveragePooling1D`` this layer is fused with the
+    pooling into one ``embedding_bag`` and the ``(B, T, D)`` output is never built.
+    """
+
+    def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform"):
+        super().__init__(name, trainable)
+        self.input_dim = _int_arg("Embedding", "input_dim", input_dim)
+        self.output_dim = _int_arg("Embedding", "output_dim", output_dim)
+        self.mask_zero = bool(mask_zero)
+        if embeddings_initializer != "uniform":
+            raise ValueError(f"Embedding: only embeddings_initializer='uniform' (Keras's default) is supported, got {embeddings_initializer!r}")
+        self.sparse_grad = False  # set by Sequential.compile for Adam(lazy=True)
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
+        super().build(input_shape, rng, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def forward(self, x, mask=None, training=False):
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError(
+                f"{self.name}: an Embedding not followed by GlobalAveragePooling1D needs padded 2-D ids (B, T), "
+                f"got {type(x).__name__}{'' if not hasattr(x, 'shape') else ' of shape ' + str(x.shape)}"
+            )
+        self._ids = x
+        out = ops.embedding(self.params["embeddings"], x, backend=self.backend)
+        return out, (x != 0) if self.mask_zero else None
+
+    def backward(self, dout, need_dx=True):
+        if self.trainable:
+            self.grads["embeddings"] = ops.embedding_backward(
+                dout, self._ids, self.input_dim, sparse=self.sparse_grad, backend=self.backend
+            )
+        return None  # ids have no gradient
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mask_zero": self.mask_zero}
+
+
+class GlobalAveragePooling1D(Layer):
+    """Mean over the time axis: ``(B, T, D)`` -> ``(B, D)``; masked positions are left out."""
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def forward(self, x, mask=None, training=False):
+        if x.ndim != 3:
+            raise ValueError(f"{self.name}: expects (B, T, D) input, got shape {x.shape}")
+        self._mask, self._shape = mask, x.shape
+        if mask is not None:
+            return ops.masked_mean_pool(x, mask, backend=self.backend), None
+        return x.mean(axis=1, dtype=x.dtype), None
+
+    def backward(self, dout, need_dx=True):
+        if self._mask is not None:
+            return ops.masked_mean_pool_backward(dout, self._mask, backend=self.backend)
+        B, T, D = self._shape
+        return np.broadcast_to((dout / dout.dtype.type(T))[:, None, :], (B, T, D)).copy()
+
+
+class EmbeddingBag(Layer):
+    """Mean (or sum) of the embedding rows of each bag: ``Embedding + pooling`` in one op.
+
+    Input: padded 2-D ids ``(B, T)`` (ids equal to ``padding_idx`` are skipped), or CSR bags
+    ``(ids, offsets)`` as made by ``fastscale.text.texts_to_bags`` (no padding at all).
+    """
+
+    def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True):
+        super().__init__(name, trainable)
+        self.input_dim = _int_arg("EmbeddingBag", "input_dim", input_dim)
+        self.output_dim = _int_arg("EmbeddingBag", "output_dim", output_dim)
+        if mode not in ("mean", "sum"):
+            raise ValueError(f"EmbeddingBag: argument 'mode' must be 'mean' or 'sum', got {mode!r}")
+        if padding_idx is not None:
+            padding_idx = _int_arg("EmbeddingBag", "padding_idx", padding_idx, lo=0)
+            if padding_idx >= self.input_dim:
+                raise ValueError(f"EmbeddingBag: padding_idx must be < input_dim={self.input_dim}, got {padding_idx}")
+        self.mode = mode
+        self.padding_idx = padding_idx
+        self.sparse_grad = False
+        self._grad_buf = None
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
+        super().build(input_shape, rng, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def forward(self, x, mask=None, training=False):
+        ids, offsets = x if isinstance(x, tuple) else (x, None)
+        self._ids, self._offsets = ids, offsets
+        out = ops.embedding_bag(
+            self.params["embeddings"], ids, offsets, mode=self.mode, padding_idx=self.padding_idx, backend=self.backend
+        )
+        return out, None
+
+    def backward(self, dout, need_dx=True):
+        if self.trainable:
+            kw = dict(num_embeddings=self.input_dim, mode=self.mode, padding_idx=self.padding_idx, backend=self.backend)
+            if self.sparse_grad:
+                g = ops.embedding_bag_backward(dout, self._ids, self._offsets, sparse=True, **kw)
+            else:
+                # One (V, D) buffer reused across steps: a fresh zeroed table per step costs more
+                # than the kernel itself.
+                buf = self._grad_buf
+                if buf is None or buf.shape != self.params["embeddings"].shape or buf.dtype != dout.dtype:
+                    buf = self._grad_buf = np.empty(self.params["embeddings"].shape, dout.dtype)
+                g = ops.embedding_bag_backward(dout, self._ids, self._offsets, out=buf, **kw)
+            self.grads["embeddings"] = g
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
+                "padding_idx": self.padding_idx}
+
+
+class _FusedEmbeddingPool:
+    """``Embedding -> GlobalAveragePooling1D`` as one ``embedding_bag`` (forward and backward).
+
+    mask_zero=True: ``embedding_bag(mode="mean", padding_idx=0)``, exactly Keras's masked mean.
+    mask_zero=False (Keras averages all T positions, padding rows included):
+    ``(sum of the non-zero ids' rows + n_zero * weight[0]) / T``; the sum skips id 0 through
+    ``padding_idx=0``, so row 0 is read once per batch rather than gathered n_zero times, and
+    its gradient is ``sum_b n_zero[b] * dout[b] / T``, added once.
+    CSR input ``(ids, offsets)`` is a plain mean over each bag (id 0 skipped under mask_zero).
+    The ``(B, T, D)`` tensor is never built.  Gradients land in ``emb.grads`` as usual.
+    """
+
+    def __init__(self, emb: Embedding, pool: GlobalAveragePooling1D):
+        self.emb, self.pool = emb, pool
+        self._grad_buf = None
+
+    @property
+    def name(self):
+        return self.emb.name
+
+    def forward(self, x, mask=None, training=False):
+        emb = self.emb
+        W = emb.params["embeddings"]
+        be = emb.backend
+        if isinstance(x, tuple):
+            ids, offsets = x
+            self._state = (ids, offsets, None, None)
+            out = ops.embedding_bag(W, ids, offsets, mode="mean", padding_idx=0 if emb.mask_zero else None, backend=be)
+            return out, None
+        ids = x
+        if emb.mask_zero:
+            self._state = (ids, None, None, None)
+            return ops.embedding_bag(W, ids, mode="mean", padding_idx=0, backend=be), None
+        T = ids.shape[1]
+        n_zero = (ids.shape[1] - np.count_nonzero(ids, axis=1)).astype(W.dtype)
+        out = ops.embedding_bag(W, ids, mode="sum", padding_idx=0, backend=be)
+        if T:
+            out += n_zero[:, None] * W[0]
+            out /= W.dtype.type(T)
+        self._state = (ids, None, n_zero, T)
+        return out, None
+
+    def backward(self, dout, need_dx=True):
+        emb = self.emb
+        if not emb.trainable:
+            return None
+        ids, offsets, n_zero, T = self._state
+        V = emb.input_dim
+        be = emb.backend
+        if n_zero is None:  # masked mean (padded or CSR), or plain CSR mean
+            kw = dict(num_embeddings=V, mode="mean", padding_idx=0 if emb.mask_zero else None, backend=be)
+        else:
+            dout = dout / dout.dtype.type(T) if T else dout
+            kw = dict(num_embeddings=V, mode="sum", padding_idx=0, backend=be)
+        if emb.sparse_grad:
+            g = ops.embedding_bag_backward(dout, ids, offsets, sparse=True, **kw)
+            if n_zero is not None and T:
+                g0 = n_zero @ dout  # (D,): row 0's gradient, once
+                if n_zero.any():
+                    g = _prepend_row0(g, g0)
+        else:
+            buf = self._grad_buf
+            if buf is None or buf.shape != emb.params["embeddings"].shape or buf.dtype != dout.dtype:
+                buf = self._grad_buf = np.empty(emb.params["embeddings"].shape, dout.dtype)
+            g = ops.embedding_bag_backward(dout, ids, offsets, out=buf, **kw)
+            if n_zero is not None and T:
+                g[0] += n_zero @ dout
+        emb.grads["embeddings"] = g
+        return None
+
+
+def _uniform_table(rng, shape, dtype):
+    """Keras's embedding initialiser, uniform(-0.05, 0.05), drawn straight in ``dtype`` so a
+    hashed n-gram table (10**6 x 128) needs no float64 temporary twice its size."""
+    t = np.dtype(dtype).type
+    w = rng.random(shape, dtype=t)
+    w *= t(0.1)
+    w -= t(0.05)
+    return w
+
+
+def _prepend_row0(g, g0):
+    """SparseRows g (row 0 absent: it was the padding row) plus a gradient for row 0."""
+    rows = np.concatenate([np.zeros(1, g.rows.dtype), np.asarray(g.rows)])
+    values = np.concatenate([g0[None, :].astype(g.values.dtype), g.values])
+    return ops.SparseRows(rows, values, g.num_embeddings)
+
+
+class Dense(Layer):
+    """``activation(x @ kernel + bias)``, fused in ``fastscale.dense_forward``.
+
+    activation: None / "linear", "relu", "sigmoid", "tanh", or "softmax" (the softmax itself is
+    applied in NumPy over the op's linear output).
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True):
+        super().__init__(name, trainable)
+        self.units = _int_arg("Dense", "units", units)
+        if activation == "linear":
+            activation = None
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Dense: argument 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape, rng, dtype=np.float32):
+        if len(input_shape) != 2:
+            raise ValueError(f"{self.name}: Dense expects 2-D input (B, features), got shape {tuple(input_shape)}")
+        fan_in = int(input_shape[-1])
+        limit = np.sqrt(6.0 / (fan_in + self.units))
+        params = {"kernel": rng.uniform(-limit, limit, size=(fan_in, self.units)).astype(dtype)}
+        if self.use_bias:
+            params["bias"] = np.zeros(self.units, dtype)
+        self.params = params
+        super().build(input_shape, rng, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def forward(self, x, mask=None, training=False, logits=False):
+        """``logits=True`` skips a final sigmoid / softmax (the loss works from the logit)."""
+        act = self.activation
+        op_act = None if (logits or act == "softmax") else act
+        x = np.ascontiguousarray(x)
+        out = ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), activation=op_act, backend=self.backend)
+        self._x, self._out, self._op_act = x, out, op_act
+        self._softmax = None
+        if act == "softmax" and not logits:
+            out = _softmax(out)
+            self._softmax = out
+        return out, None
+
+    def backward(self, dout, need_dx=True):
+        if self._softmax is not None:
+            s = self._softmax
+            dout = s * (dout - np.sum(dout * s, axis=1, keepdims=True, dtype=s.dtype))
+        dx, dw, db = ops.dense_backward(
+            np.ascontiguousarray(dout, dtype=self._out.dtype), self._x, self.params["kernel"], self._out, self._op_act,
+            need_dx=need_dx, backend=self.backend,
+        )
+        if self.trainable:
+            self.grads["kernel"] = dw
+            if self.use_bias:
+                self.grads["bias"] = db
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero a fraction ``rate`` of the inputs and scale the rest.
+
+    The mask of each step comes from ``(model seed, layer seed, step)``, so a resumed run
+    draws the same masks as an uninterrupted one.
+    """
+
+    def __init__(self, rate, seed=None, name=None, trainable=True):
+        super().__init__(name, trainable)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout: argument 'rate' must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = None if seed is None else _int_arg("Dropout", "seed", seed, lo=0)
+        self._rng_key = None  # set by Sequential per step
+
+    def forward(self, x, mask=None, training=False):
+        self._keep = None
+        if not training or self.rate == 0.0:
+            return x, mask
+        rng = np.random.default_rng(self._rng_key)
+        keep = rng.random(x.shape, dtype=np.float32) >= self.rate
+        scale = x.dtype.type(1.0 / (1.0 - self.rate))
+        self._keep = keep * scale
+        return x * self._keep, mask
+
+    def backward(self, dout, need_dx=True):
+        return dout if self._keep is None else dout * self._keep
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+LAYERS = {c.__name__: c for c in (Embedding, GlobalAveragePooling1D, EmbeddingBag, Dense, Dropout)}
+
+
+def from_config(class_name: str, config: dict) -> Layer:
+    cls = LAYERS.get(class_name)
+    if cls is None:
+        raise ValueError(f"unknown layer class {class_name!r}; known: {sorted(LAYERS)}")
+    return cls(**config)

@@ -1,0 +1,107 @@
+"""Metrics accumulated over an epoch: accuracy (binary or sparse categorical) and AUC.
+
+A metric sees every batch's targets and probabilities (``update``) and gives one number for
+the epoch (``result``).  ``"accuracy"`` resolves, as in Keras, to binary accuracy (threshold
+0.5) under binary_crossentropy and to sparse categorical accuracy (argmax) under
+sparse_categorical_crossentropy.  AUC is the exact ROC AUC (Mann-Whitney, ties counted
+half) over the epoch's predictions, macro-averaged one-vs-rest for several classes; Keras
+approximates the same quantity with 200 thresholds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Metric:
+    name = "metric"
+
+    def reset(self):
+        raise NotImplementedError
+
+    def update(self, y_true, probs):
+        raise NotImplementedError
+
+    def result(self) -> float:
+        raise NotImplementedError
+
+
+class BinaryAccuracy(Metric):
+    def __init__(self, name="accuracy", threshold=0.5):
+        self.name, self.threshold = name, threshold
+        self.reset()
+
+    def reset(self):
+        self.correct = 0
+        self.total = 0
+
+    def update(self, y_true, probs):
+        y = np.asarray(y_true).reshape(probs.shape)
+        self.correct += int(np.count_nonzero((probs > self.threshold) == (y > 0.5)))
+        self.total += probs.size
+
+    def result(self):
+        return self.correct / self.total if self.total else 0.0
+
+
+class SparseCategoricalAccuracy(BinaryAccuracy):
+    def update(self, y_true, probs):
+        y = np.asarray(y_true).reshape(-1)
+        self.correct += int(np.count_nonzero(np.argmax(probs, axis=1) == y))
+        self.total += y.shape[0]
+
+
+class AUC(Metric):
+    def __init__(self, name="auc"):
+        self.name = name
+        self.reset()
+
+    def reset(self):
+        self._y, self._p = [], []
+
+    def update(self, y_true, probs):
+        self._y.append(np.asarray(y_true).reshape(-1))
+        self._p.append(probs.reshape(probs.shape[0], -1))
+
+    def result(self):
+        if not self._p:
+            return 0.0
+        p = np.concatenate(self._p)
+        y = np.concatenate(self._y)
+        if p.shape[1] == 1:
+            return roc_auc(y > 0.5, p.reshape(-1))
+        y = y.astype(np.int64)
+        scores = [roc_auc(y == k, p[:, k]) for k in range(p.shape[1]) if 0 < np.count_nonzero(y == k) < y.shape[0]]
+        return float(np.mean(scores)) if scores else 0.0
+
+
+def roc_auc(positive, scores) -> float:
+    """Exact ROC AUC from ranks; 0.0 when only one class is present (undefined)."""
+    positive = np.asarray(positive, bool)
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = positive.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return 0.0
+    order = np.argsort(scores, kind="mergesort")
+    s = np.asarray(scores, np.float64)[order]
+    ranks = np.empty(s.shape[0], np.float64)
+    # average ranks over ties
+    boundaries = np.flatnonzero(np.diff(s)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [s.shape[0]]])
+    avg = (starts + ends + 1) / 2.0  # 1-based mean rank of each tie group
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def get(identifier, loss_name: str) -> Metric:
+    if isinstance(identifier, Metric):
+        return identifier
+    if identifier in ("accuracy", "acc"):
+        return SparseCategoricalAccuracy("accuracy") if loss_name == "sparse_categorical_crossentropy" else BinaryAccuracy("accuracy")
+    if identifier == "binary_accuracy":
+        return BinaryAccuracy("binary_accuracy")
+    if identifier == "sparse_categorical_accuracy":
+        return SparseCategoricalAccuracy("sparse_categorical_accuracy")
+    if identifier in ("auc", "AUC"):
+        return AUC("auc")
+    raise ValueError(f"metrics: unknown metric {identifier!r}; expected 'accuracy', 'auc' or a Metric instance")

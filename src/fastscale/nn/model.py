@@ -1,0 +1,594 @@
+"""Sequential: a Keras-style model (compile / fit / evaluate / predict / save).
+
+Inputs ``x`` may be padded 2-D ids ``(N, T)`` (``text.pad_sequences``), CSR bags
+``(ids, offsets)`` (``text.texts_to_bags``; needs ``EmbeddingBag`` or ``Embedding ->
+GlobalAveragePooling1D`` first), a list of id sequences (turned into CSR bags, no padding),
+or a float matrix ``(N, F)`` for a model that starts with ``Dense``.
+
+Training is deterministic: weights come from the model seed (``compile(seed=)``, else the
+first ``fit(seed=)``, else a fresh random seed that is then kept and saved), the shuffle of
+epoch ``e`` from ``(seed, e)`` and Dropout masks from ``(seed, layer, step)``, where ``e``
+and ``step`` count all epochs / updates the model has ever done.  So a model saved after
+epoch 1, loaded and trained one more epoch ends bitwise equal to one trained 2 epochs in a
+row.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from .. import optim as _optim
+from . import callbacks as _callbacks
+from . import losses as _losses
+from . import metrics as _metrics
+from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer, _FusedEmbeddingPool, _snake
+
+_DEFAULT_BATCH = 32
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite during ``fit``."""
+
+
+# ---------------------------------------------------------------------------- inputs
+class _Inputs:
+    """The samples of ``x`` in one of the accepted forms, sliceable into batches."""
+
+    def __init__(self, x, who="fit"):
+        self.csr = None
+        self.arr = None
+        if isinstance(x, tuple) and len(x) == 2:
+            ids, offsets = (np.asarray(a) for a in x)
+            if ids.ndim != 1 or offsets.ndim != 1 or offsets.shape[0] < 1:
+                raise ValueError(f"{who}: CSR bags (ids, offsets) need 1-D ids and 1-D offsets of length N+1, got shapes "
+                                 f"{ids.shape} and {offsets.shape}")
+            self.csr = (_as_ids(ids, who, "ids"), offsets.astype(np.int64, copy=False))
+            self.n = offsets.shape[0] - 1
+        elif isinstance(x, list) and (not x or not np.isscalar(x[0])):
+            lengths = np.fromiter((len(s) for s in x), np.int64, len(x))
+            offsets = np.zeros(len(x) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            ids = np.fromiter((i for s in x for i in s), np.int64, int(offsets[-1])) if x else np.zeros(0, np.int64)
+            self.csr = (ids, offsets)
+            self.n = len(x)
+        else:
+            arr = np.asarray(x)
+            if arr.ndim != 2:
+                raise ValueError(f"{who}: x must be 2-D (samples, tokens or features), CSR (ids, offsets) or a list of "
+                                 f"sequences, got an array of shape {arr.shape}")
+            if np.issubdtype(arr.dtype, np.integer):
+                arr = _as_ids(arr, who, "x")
+            elif np.issubdtype(arr.dtype, np.floating):
+                arr = np.ascontiguousarray(arr, dtype=np.float32)
+            else:
+                raise TypeError(f"{who}: x must hold integer ids or floats, got dtype {arr.dtype}")
+            self.arr = np.ascontiguousarray(arr)
+            self.n = arr.shape[0]
+
+    @property
+    def shape(self):
+        return (None, None) if self.csr is not None else (None,) + self.arr.shape[1:]
+
+    @property
+    def is_ids(self):
+        return self.csr is not None or np.issubdtype(self.arr.dtype, np.integer)
+
+    def take(self, idx):
+        if self.arr is not None:
+            return self.arr[idx]
+        ids, off = self.csr
+        lens = off[idx + 1] - off[idx]
+        new_off = np.zeros(idx.shape[0] + 1, np.int64)
+        np.cumsum(lens, out=new_off[1:])
+        pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(off[idx] - new_off[:-1], lens)
+        return ids[pos], new_off
+
+    def slice(self, start, stop):
+        if self.arr is not None:
+            return self.arr[start:stop]
+        ids, off = self.csr
+        return ids[off[start] : off[stop]], off[start : stop + 1] - off[start]
+
+    def subset(self, start, stop):
+        new = object.__new__(_Inputs)
+        new.arr, new.csr, new.n = None, None, stop - start
+        if self.arr is not None:
+            new.arr = self.arr[start:stop]
+        else:
+            new.csr = self.slice(start, stop)
+        return new
+
+    @staticmethod
+    def tokens(batch) -> int:
+        """Real (non-padding) tokens in a batch, for tokens/s."""
+        if isinstance(batch, tuple):
+            return int(batch[0].shape[0])
+        if np.issubdtype(batch.dtype, np.integer):
+            return int(np.count_nonzero(batch))
+        return int(batch.shape[0])
+
+
+def _as_ids(a, who, name):
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{who}: {name} must hold integer ids, got dtype {a.dtype}")
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a)
+
+
+# ---------------------------------------------------------------------------- the model
+class Sequential:
+    """A stack of layers, trained with an explicit forward / backward pass.
+
+    ``Embedding -> GlobalAveragePooling1D`` runs as one fused ``embedding_bag`` (forward and
+    backward) unless ``compile(fuse=False)``.
+    """
+
+    def __init__(self, layers=None, name=None, dtype="float32"):
+        self.name = name or "sequential"
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"Sequential: dtype must be float32 or float64, got {dtype!r}")
+        self.layers: list[Layer] = []
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list = []
+        self.compiled = False
+        self.built = False
+        self.stop_training = False
+        self.history = None
+        self.tokenizer = None  # attach a fastscale.text.Tokenizer to have it saved with the model
+        self.metadata: dict = {}  # JSON-serialisable extras saved with the model
+        self._seed = None
+        self._epochs_done = 0
+        self._input_shape = None
+        self._fuse = True
+        self._backend = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # -- construction
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a fastscale.nn layer, got {type(layer).__name__}")
+        if self.built:
+            raise ValueError("Sequential.add: the model is already built")
+        if layer.name is None:
+            base = _snake(type(layer).__name__)
+            taken = {l.name for l in self.layers}
+            layer.name = base if base not in taken else next(f"{base}_{i}" for i in range(1, 10**6) if f"{base}_{i}" not in taken)
+        elif any(l.name == layer.name for l in self.layers):
+            raise ValueError(f"Sequential.add: duplicate layer name {layer.name!r}")
+        self.layers.append(layer)
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, *, seed=None, backend=None, fuse=True):
+        """``optimizer``: an ``fastscale.optim`` optimizer or its name; ``loss``:
+        ``"binary_crossentropy"`` / ``"sparse_categorical_crossentropy"`` or a Loss;
+        ``metrics``: ``"accuracy"``, ``"auc"``.  ``seed`` fixes the initial weights and the
+        training randomness; ``backend`` is passed to every op; ``fuse=False`` runs
+        Embedding and pooling as separate layers (slower; for testing)."""
+        if loss is None:
+            raise ValueError("compile: a loss is required ('binary_crossentropy' or 'sparse_categorical_crossentropy')")
+        if not self.layers:
+            raise ValueError("compile: the model has no layers")
+        self.optimizer = _optim.get(optimizer)
+        self.loss = _losses.get(loss)
+        self.metrics = [_metrics.get(m, self.loss.name) for m in (metrics or [])]
+        if seed is not None:
+            if self.built and seed != self._seed:
+                pass  # weights exist already; the seed still drives shuffling and dropout
+            self._seed = _check_seed(seed, "compile")
+        self._backend = backend
+        self._fuse = bool(fuse)
+        self.optimizer.backend = backend
+        sparse = isinstance(self.optimizer, _optim.Adam) and self.optimizer.lazy or (
+            isinstance(self.optimizer, _optim.SGD) and self.optimizer.momentum == 0)
+        for layer in self.layers:
+            layer.backend = backend
+            if isinstance(layer, (Embedding, EmbeddingBag)):
+                layer.sparse_grad = bool(sparse)
+        last = self.layers[-1]
+        # Work from the logit when the head's activation matches the loss (stable, and cheaper).
+        self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense)
+                            and last.activation == self.loss.head_activation)
+        self._loss_logits = self.loss.from_logits or self._ask_logits
+        self.compiled = True
+        self._make_stages()
+
+    def build(self, input_shape=None):
+        """Create the weights.  ``input_shape`` is ``(None, T)`` for ids, ``(None, F)`` for features;
+        models that start with an embedding need none."""
+        if self.built:
+            return
+        if not self.layers:
+            raise ValueError("build: the model has no layers")
+        first = self.layers[0]
+        if input_shape is None:
+            if not isinstance(first, (Embedding, EmbeddingBag)):
+                raise ValueError("build: a model that does not start with an embedding needs input_shape=(None, features)")
+            input_shape = (None, None)
+        if self._seed is None:
+            self._seed = int(np.random.SeedSequence().entropy % (2**63))
+        rng = np.random.default_rng(self._seed)
+        shape = tuple(input_shape)
+        self._input_shape = shape
+        for layer in self.layers:
+            layer.build(shape, rng, self.dtype)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+        self._make_stages()
+
+    def _make_stages(self):
+        stages, i = [], 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if self._fuse and isinstance(layer, Embedding) and isinstance(nxt, GlobalAveragePooling1D):
+                stages.append(_FusedEmbeddingPool(layer, nxt))
+                i += 2
+            else:
+                stages.append(layer)
+                i += 1
+        self._stages = stages
+
+    # -- forward / backward
+    def _forward(self, x, training, logits):
+        h, mask = x, None
+        last = len(self._stages) - 1
+        for i, st in enumerate(self._stages):
+            if isinstance(st, Dropout):
+                seed = self._seed if st.seed is None else st.seed
+                st._rng_key = (seed, i, self.optimizer.step if self.optimizer else 0, 0xD0)
+            if i == last and logits:
+                h, mask = st.forward(h, mask, training=training, logits=True)
+            else:
+                h, mask = st.forward(h, mask, training=training)
+        return h
+
+    def _backward(self, dout):
+        d = dout
+        for i in range(len(self._stages) - 1, -1, -1):
+            d = self._stages[i].backward(d, need_dx=i > 0)
+            if d is None and i > 0:
+                break
+
+    def _params_and_grads(self):
+        out = []
+        for layer in self.layers:
+            if layer.trainable:
+                for k, p in layer.params.items():
+                    out.append((f"{layer.name}/{k}", p, layer.grads[k]))
+        return out
+
+    def _probs(self, z):
+        """Probabilities from the head's output (logit or probability)."""
+        return self.loss.probabilities(z) if self._loss_logits else z
+
+    # -- the public API
+    def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, seed=None):
+        """Train; returns a :class:`History` (``history.history``: loss, metrics, val_* per epoch).
+
+        ``validation_split`` takes the LAST fraction of ``x``/``y`` (before shuffling), as Keras.
+        """
+        self._require_compiled("fit")
+        batch_size = _check_batch(batch_size, "fit")
+        epochs = _check_int(epochs, "fit", "epochs", lo=0)
+        if seed is not None:
+            seed = _check_seed(seed, "fit")
+            if self._seed is None:
+                self._seed = seed
+        inputs = _Inputs(x, "fit")
+        y = _targets(y, inputs.n, "fit")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            vin = _Inputs(validation_data[0], "fit(validation_data)")
+            val = (vin, _targets(validation_data[1], vin.n, "fit(validation_data)"))
+        elif validation_split:
+            vs = float(validation_split)
+            if not 0.0 < vs < 1.0:
+                raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
+            split = int(math.floor(inputs.n * (1.0 - vs)))
+            if split < 1 or split >= inputs.n:
+                raise ValueError(f"fit: validation_split={vs} of {inputs.n} samples leaves an empty training or validation set")
+            val = (inputs.subset(split, inputs.n), y[split:])
+            inputs, y = inputs.subset(0, split), y[:split]
+        if inputs.n == 0:
+            raise ValueError("fit: no training samples")
+        self.build(inputs.shape)
+        train_seed = seed if seed is not None else self._seed
+
+        history = _callbacks.History()
+        cbs = [history] + list(callbacks or [])
+        for cb in cbs:
+            if not isinstance(cb, _callbacks.Callback):
+                raise TypeError(f"fit: callbacks must be fastscale.nn.callbacks.Callback instances, got {type(cb).__name__}")
+            cb.set_model(self)
+        steps = -(-inputs.n // batch_size)
+        history.params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": inputs.n}
+        mode = _progress_mode(verbose)
+        self.stop_training = False
+        self.history = history
+        for cb in cbs:
+            cb.on_train_begin()
+        for epoch in range(epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode)
+            if val is not None:
+                vlogs = self._evaluate(val[0], val[1], batch_size)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            self._epochs_done += 1
+            history.epoch_stats.append(self._last_epoch_stats)
+            if mode:
+                _print_epoch(epoch, epochs, logs, mode, self._last_epoch_stats)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode):
+        n = inputs.n
+        order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
+        for m in self.metrics:
+            m.reset()
+        acc = next((m for m in self.metrics if m.name == "accuracy"), None)
+        total_loss = 0.0
+        tokens = 0
+        t0 = time.perf_counter()
+        bar = _bar(mode, steps, epoch, epochs)
+        try:
+            for s in range(steps):
+                lo, hi = s * batch_size, min(n, (s + 1) * batch_size)
+                if order is None:
+                    xb, yb = inputs.slice(lo, hi), y[lo:hi]
+                else:
+                    idx = order[lo:hi]
+                    xb, yb = inputs.take(idx), y[idx]
+                # A diverging run is reported once, by the check below, not by NumPy warnings.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    z = self._forward(xb, training=True, logits=self._ask_logits)
+                    loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"fit: the loss became {loss} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps} "
+                        f"(update {self.optimizer.step + 1} of this model); lower the learning rate or check the inputs "
+                        "for NaN/inf"
+                    )
+                self._backward(dz)
+                self.optimizer.apply(self._params_and_grads())
+                total_loss += loss * (hi - lo)
+                tokens += _Inputs.tokens(xb)
+                if self.metrics:
+                    p = self._probs(z)
+                    for m in self.metrics:
+                        m.update(yb, p)
+                if bar is not None:
+                    bar.update(1)
+                    if s % 8 == 0 or s == steps - 1:
+                        dt = time.perf_counter() - t0
+                        post = {"loss": f"{total_loss / hi:.4f}"}  # hi = samples seen so far
+                        if acc is not None:
+                            post["accuracy"] = f"{acc.result():.4f}"
+                        post["tok/s"] = f"{tokens / max(dt, 1e-9):.3g}"
+                        bar.set_postfix(post, refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        dt = time.perf_counter() - t0
+        logs = {"loss": total_loss / n}
+        for m in self.metrics:
+            logs[m.name] = m.result()
+        self._last_epoch_stats = {"seconds": dt, "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9)}
+        return logs
+
+    def _evaluate(self, inputs, y, batch_size):
+        for m in self.metrics:
+            m.reset()
+        total = 0.0
+        for lo in range(0, inputs.n, batch_size):
+            hi = min(inputs.n, lo + batch_size)
+            xb, yb = inputs.slice(lo, hi), y[lo:hi]
+            z = self._forward(xb, training=False, logits=self._ask_logits)
+            loss, _ = self.loss(yb, z, self._loss_logits, backend=self._backend)
+            total += loss * (hi - lo)
+            if self.metrics:
+                p = self._probs(z)
+                for m in self.metrics:
+                    m.update(yb, p)
+        logs = {"loss": total / max(inputs.n, 1)}
+        for m in self.metrics:
+            logs[m.name] = m.result()
+        return logs
+
+    def evaluate(self, x, y, batch_size=None, verbose="auto", return_dict=False):
+        """Loss and metrics on ``(x, y)``: ``loss`` alone, or ``[loss, *metrics]`` (or a dict)."""
+        self._require_compiled("evaluate")
+        batch_size = _check_batch(batch_size, "evaluate")
+        inputs = _Inputs(x, "evaluate")
+        y = _targets(y, inputs.n, "evaluate")
+        self.build(inputs.shape)
+        t0 = time.perf_counter()
+        logs = self._evaluate(inputs, y, batch_size)
+        if _progress_mode(verbose):
+            print(f"evaluate: {inputs.n} samples - {time.perf_counter() - t0:.2f}s - "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """The model's outputs: probabilities ``(N, 1)`` (sigmoid head) or ``(N, classes)`` (softmax)."""
+        batch_size = _check_batch(batch_size, "predict")
+        inputs = _Inputs(x, "predict")
+        self.build(inputs.shape)
+        outs = []
+        for lo in range(0, inputs.n, batch_size):
+            outs.append(self._forward(inputs.slice(lo, min(inputs.n, lo + batch_size)), training=False, logits=False))
+        if not outs:
+            return np.zeros((0,) + tuple(self.output_shape[1:]), self.dtype)
+        return np.concatenate(outs)
+
+    def __call__(self, x):
+        return self.predict(x, batch_size=max(1, _Inputs(x, "call").n))
+
+    # -- weights
+    def get_weights(self):
+        return [p.copy() for layer in self.layers for p in layer.params.values()]
+
+    def set_weights(self, weights):
+        self._require_built("set_weights")
+        weights = list(weights)
+        n = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != n:
+            raise ValueError(f"set_weights: the model has {n} weight arrays, got {len(weights)}")
+        i = 0
+        for layer in self.layers:
+            k = len(layer.params)
+            layer.set_weights(weights[i : i + k])
+            i += k
+
+    @property
+    def weights(self):
+        return [p for layer in self.layers for p in layer.params.values()]
+
+    @property
+    def output_shape(self):
+        self._require_built("output_shape")
+        shape = self._input_shape
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self, print_fn=print):
+        """Layers, output shapes and parameter counts, as Keras prints them."""
+        if not self.built:
+            try:
+                self.build()
+            except ValueError:
+                pass
+        rows = []
+        shape = self._input_shape
+        fused = {id(st.emb) for st in getattr(self, "_stages", []) if isinstance(st, _FusedEmbeddingPool)}
+        for layer in self.layers:
+            out = "?" if shape is None else str(tuple(shape := layer.compute_output_shape(shape)))
+            note = " *" if id(layer) in fused else ""
+            rows.append((f"{layer.name} ({type(layer).__name__}){note}", out, str(layer.count_params() if self.built else "?")))
+        w = [max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        line = "-" * sum(w)
+        print_fn(f'Model: "{self.name}"')
+        print_fn(line)
+        print_fn("".join(h.ljust(w[i]) for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))))
+        print_fn("=" * sum(w))
+        for r in rows:
+            print_fn("".join(c.ljust(w[i]) for i, c in enumerate(r)))
+        print_fn("=" * sum(w))
+        if self.built:
+            total = self.count_params()
+            trainable = sum(l.count_params() for l in self.layers if l.trainable)
+            print_fn(f"Total params: {total:,}")
+            print_fn(f"Trainable params: {trainable:,}")
+            print_fn(f"Non-trainable params: {total - trainable:,}")
+        if fused:
+            print_fn("* Embedding + GlobalAveragePooling1D run fused as one embedding_bag")
+
+    # -- save / load
+    def save(self, path):
+        """Write weights, optimizer state, tokenizer and config to one file, atomically."""
+        from .saving import save_model
+
+        save_model(self, path)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "dtype": self.dtype.name,
+            "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers],
+        }
+
+    def _require_compiled(self, who):
+        if not self.compiled:
+            raise RuntimeError(f"{who}: call model.compile(optimizer=..., loss=...) first")
+
+    def _require_built(self, who):
+        if not self.built:
+            raise RuntimeError(f"{who}: the model has no weights yet (call build, fit or predict first)")
+
+    def __repr__(self):
+        return f"Sequential([{', '.join(map(repr, self.layers))}])"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _check_seed(seed, who):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{who}: seed must be an int >= 0 or None, got {seed!r}")
+    return int(seed)
+
+
+def _check_int(v, who, name, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{who}: {name} must be an int >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _check_batch(batch_size, who):
+    return _DEFAULT_BATCH if batch_size is None else _check_int(batch_size, who, "batch_size", 1)
+
+
+def _targets(y, n, who):
+    if y is None:
+        raise ValueError(f"{who}: targets y are required")
+    y = np.asarray(y)
+    if y.shape[0] != n:
+        raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0]}")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise TypeError(f"{who}: y must be numeric, got dtype {y.dtype}")
+    return y
+
+
+def _progress_mode(verbose):
+    """0: silent; "bar": tqdm bar; "line": one line per epoch."""
+    if verbose in (0, False):
+        return 0
+    if verbose == 2:
+        return "line"
+    if verbose not in ("auto", 1, True):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    if getattr(sys.stdout, "isatty", lambda: False)():
+        try:
+            import tqdm  # noqa: F401
+
+            return "bar"
+        except ImportError:
+            pass
+    return "line"
+
+
+def _bar(mode, steps, epoch, epochs):
+    if mode != "bar":
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", file=sys.stdout, leave=True,
+                dynamic_ncols=True)
+
+
+def _print_epoch(epoch, epochs, logs, mode, st):
+    stats = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+    speed = f"{st['seconds']:.2f}s - {st['tokens_per_s']:,.0f} tokens/s"
+    if mode == "line":
+        print(f"Epoch {epoch + 1}/{epochs} - {speed} - {stats}", flush=True)
+    else:  # under the epoch's bar
+        print(f"  {speed} - {stats}", flush=True)

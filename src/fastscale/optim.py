@@ -1,0 +1,219 @@
+"""Optimizers: Adam (dense, or lazy on embedding tables) and SGD.
+
+An optimizer owns its state (the step count and one ``m`` / ``v`` / velocity slot per
+parameter, keyed by the parameter's name) and updates parameters in place.  The training
+stack calls :meth:`Optimizer.apply` once per batch with ``(name, param, grad)`` triples;
+``grad`` is a dense array or a :class:`fastscale.SparseRows` (rows touched by the batch).
+
+Adam runs through the fused ``fastscale.adam_step`` (and ``sparse_adam_step`` for sparse
+gradients when ``lazy=True``), with Keras's defaults and Keras's epsilon placement
+(``eps_placement="keras"``: epsilon is added to ``sqrt(v)`` before the bias-correction is
+folded into the step size, as ``keras.optimizers.Adam`` does; ``"torch"`` adds it after
+bias-correcting ``v``, as ``torch.optim.Adam`` does).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import ops
+from .ops import SparseRows
+
+__all__ = ["Optimizer", "Adam", "AdamW", "SGD", "get"]
+
+
+def _positive(cls, name, value, *, allow_zero=False, below_one=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{cls}: argument {name!r} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero) or (below_one and v >= 1):
+        rng = "[0, 1)" if below_one else (">= 0" if allow_zero else "> 0")
+        raise ValueError(f"{cls}: argument {name!r} must be finite and {rng}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: owns ``step`` and per-parameter slots; subclasses implement ``_update``."""
+
+    _slot_names: tuple = ()
+
+    def __init__(self, learning_rate):
+        self.learning_rate = _positive(type(self).__name__, "learning_rate", learning_rate)
+        self.step = 0  # number of updates applied so far (Keras's ``iterations``)
+        self.slots: dict[str, dict[str, np.ndarray]] = {}
+        self.backend = None  # set by Sequential.compile; passed to every op
+
+    # -- the training loop's entry point
+    def apply(self, params_and_grads):
+        """One update of every ``(name, param, grad)``; the step counter advances once."""
+        self.step += 1
+        for name, param, grad in params_and_grads:
+            slots = self.slots.get(name)
+            if slots is None:
+                slots = self.slots[name] = {s: np.zeros_like(param) for s in self._slot_names}
+            self._update(param, grad, slots)
+
+    def _update(self, param, grad, slots):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- state (save / resume)
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    def get_state(self) -> dict:
+        """``{"step": int, "slots": {param name: {slot name: array}}}`` (arrays are copies)."""
+        return {"step": self.step, "slots": {k: {s: a.copy() for s, a in d.items()} for k, d in self.slots.items()}}
+
+    def set_state(self, state: dict) -> None:
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"{type(self).__name__}.set_state: 'step' must be an int >= 0, got {step!r}")
+        slots = {}
+        for k, d in state["slots"].items():
+            missing = set(self._slot_names) - set(d)
+            if missing:
+                raise ValueError(f"{type(self).__name__}.set_state: parameter {k!r} lacks slots {sorted(missing)}")
+            slots[k] = {s: np.array(d[s], copy=True, order="C") for s in self._slot_names}
+        self.step = int(step)
+        self.slots = slots
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Adam(Optimizer):
+    """Adam with Keras's defaults (learning_rate 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-7).
+
+    ``lazy=True``: sparse gradients (embedding tables) update only the rows the batch
+    touched, via ``sparse_adam_step`` (untouched rows keep their moments: "lazy Adam", as
+    TensorFlow Addons' LazyAdam and ``torch.optim.SparseAdam``).  ``lazy=False`` applies the
+    dense update to every row each step, exactly as Keras does.
+    ``weight_decay``: L2 added to the gradient, or decoupled (AdamW) with ``decoupled=True``.
+    """
+
+    _slot_names = ("m", "v")
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        *,
+        lazy=False,
+        weight_decay=0.0,
+        decoupled=False,
+        eps_placement="keras",
+    ):
+        super().__init__(learning_rate)
+        n = type(self).__name__
+        self.beta_1 = _positive(n, "beta_1", beta_1, allow_zero=True, below_one=True)
+        self.beta_2 = _positive(n, "beta_2", beta_2, allow_zero=True, below_one=True)
+        self.epsilon = _positive(n, "epsilon", epsilon, allow_zero=True)
+        self.weight_decay = _positive(n, "weight_decay", weight_decay, allow_zero=True)
+        if eps_placement not in ("keras", "torch"):
+            raise ValueError(f"{n}: argument 'eps_placement' must be 'keras' or 'torch', got {eps_placement!r}")
+        self.lazy = bool(lazy)
+        self.decoupled = bool(decoupled)
+        self.eps_placement = eps_placement
+
+    def _hyper(self):
+        return dict(
+            step=self.step,
+            lr=self.learning_rate,
+            beta1=self.beta_1,
+            beta2=self.beta_2,
+            eps=self.epsilon,
+            weight_decay=self.weight_decay,
+            decoupled=self.decoupled,
+            eps_placement=self.eps_placement,
+            backend=self.backend,
+        )
+
+    def _update(self, param, grad, slots):
+        if isinstance(grad, SparseRows):
+            if self.lazy:
+                ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
+                return
+            grad = grad.to_dense()
+        ops.adam_step(param, grad, slots["m"], slots["v"], **self._hyper())
+
+    def get_config(self):
+        return dict(
+            learning_rate=self.learning_rate,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            lazy=self.lazy,
+            weight_decay=self.weight_decay,
+            decoupled=self.decoupled,
+            eps_placement=self.eps_placement,
+        )
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras's default weight_decay 0.004)."""
+
+    def __init__(self, learning_rate=1e-3, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, *, lazy=False,
+                 eps_placement="keras", decoupled=True):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, lazy=lazy, weight_decay=weight_decay,
+                         decoupled=True, eps_placement=eps_placement)
+
+
+class SGD(Optimizer):
+    """Plain SGD, optionally with (Nesterov) momentum, as ``keras.optimizers.SGD``.
+
+    Without momentum a sparse gradient updates only its rows; with momentum every row's
+    velocity decays each step, so the gradient is made dense (as Keras does).
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+        super().__init__(learning_rate)
+        self.momentum = _positive("SGD", "momentum", momentum, allow_zero=True, below_one=True)
+        self.nesterov = bool(nesterov)
+        self._slot_names = ("velocity",) if self.momentum > 0 else ()
+
+    def _update(self, param, grad, slots):
+        lr = param.dtype.type(self.learning_rate)
+        if self.momentum == 0:
+            if isinstance(grad, SparseRows):
+                param[grad.rows] -= lr * grad.values
+            else:
+                param -= lr * grad
+            return
+        if isinstance(grad, SparseRows):
+            grad = grad.to_dense()
+        mom = param.dtype.type(self.momentum)
+        vel = slots["velocity"]
+        vel *= mom
+        vel -= lr * grad
+        if self.nesterov:
+            param += mom * vel - lr * grad
+        else:
+            param += vel
+
+    def get_config(self):
+        return dict(learning_rate=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
+
+
+_BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
+def get(identifier) -> Optimizer:
+    """An Optimizer from an instance, a name ("adam", "sgd", "adamw") or ``{"class_name", "config"}``."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _BY_NAME.get(identifier.lower())
+        if cls is None:
+            raise ValueError(f"optimizer: unknown name {identifier!r}; expected one of {sorted(_BY_NAME)}")
+        return cls()
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        cls = _BY_NAME.get(str(identifier["class_name"]).lower())
+        if cls is None:
+            raise ValueError(f"optimizer: unknown class {identifier['class_name']!r}")
+        return cls(**identifier.get("config", {}))
+    raise TypeError(f"optimizer: expected an Optimizer, a name or a config dict, got {type(identifier).__name__}")

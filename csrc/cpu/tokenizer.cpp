@@ -679,8 +679,9 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
     }
   }
   if (as_lists) {
-    const i64 top = std::max(hi + 1, ngrams > 1 ? vocab + buckets : i64{0});
-    IntCache ints(std::min<i64>(top, i64{1} << 24));
+    // Word ids repeat (Zipf): shared ints.  N-gram ids are spread over the buckets: a
+    // cache of them would be a random access into megabytes per id, slower than a new int.
+    IntCache ints(std::min<i64>(hi + 1, i64{1} << 24));
     GcPause pause;
     py::list out(B);
     for (i64 b = 0; b < B; ++b) {

@@ -3,15 +3,28 @@
     PYTHONPATH=src python -m pytest benchmarks/bench_tokenizer.py --benchmark-only -q
 
 Peers: a plain pure-Python loop doing the same work the obvious way (Keras' own per-word code
-path: translate, split(" "), count word by word, look up word by word), and fastscale with
-hashed bigrams.  Reading the file is not timed.
+path: translate, split(" "), count word by word, look up word by word), and fastscale's
+Tokenizer with each engine side by side: ``python`` (the pure-Python reference) and ``cpp``
+(csrc/cpu/tokenizer.cpp; both threads), plain, with hashed bigrams, and to bags.  Reading the
+file is timed on its own (``test_load_tsv``: gunzip + UTF-8 decode + split, what `fastscale
+train` does before tokenizing).
 """
 import os
 from pathlib import Path
 
 import pytest
 
+from fastscale import text
 from fastscale.text import DEFAULT_FILTERS, Tokenizer
+
+ENGINES = ["python", "cpp"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    if request.param == "cpp" and text._cpp_module()[0] is None:
+        pytest.skip("the C++ tokenizer is unavailable (build fastscale._cpu)")
+    return request.param
 
 
 def imdb_dir():
@@ -74,30 +87,58 @@ def test_reference_loop(benchmark, texts, reference_ids):
     assert out == reference_ids
 
 
+@pytest.fixture(scope="module")
+def expected():
+    """Each configuration's output from the first engine that ran it: the engines must agree."""
+    return {}
+
+
+def _check(expected, key, out):
+    if key in expected:
+        assert out == expected[key]
+    else:
+        expected[key] = out
+
+
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale(benchmark, texts, reference_ids):
-    out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"strip_html": False}, rounds=3, iterations=1)
+def test_fastscale(benchmark, texts, reference_ids, engine):
+    kw = {"strip_html": False, "engine": engine}
+    out = benchmark.pedantic(_fastscale, args=(texts,), kwargs=kw, rounds=5, iterations=1)
     assert out == reference_ids  # same rules as the reference (no HTML stripping): same ids
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_strip_html(benchmark, texts):
-    out = benchmark.pedantic(_fastscale, args=(texts,), rounds=3, iterations=1)
+def test_fastscale_strip_html(benchmark, texts, engine, expected):
+    out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"engine": engine}, rounds=5, iterations=1)
     assert len(out) == 25000
+    _check(expected, "strip_html", out)
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_bigrams(benchmark, texts):
-    out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"ngrams": 2}, rounds=3, iterations=1)
+def test_fastscale_bigrams(benchmark, texts, engine, expected):
+    out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"ngrams": 2, "engine": engine}, rounds=3, iterations=1)
     assert len(out) == 25000
+    _check(expected, "bigrams", out)
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_bags(benchmark, texts):
+def test_fastscale_bags(benchmark, texts, engine, expected):
     def run():
-        tok = Tokenizer(num_words=10000, oov_token="<OOV>")
+        tok = Tokenizer(num_words=10000, oov_token="<OOV>", engine=engine)
         tok.fit_on_texts(texts)
         return tok.texts_to_bags(texts)
 
-    ids, offsets = benchmark.pedantic(run, rounds=3, iterations=1)
+    ids, offsets = benchmark.pedantic(run, rounds=5, iterations=1)
     assert len(offsets) == 25001
+    _check(expected, "bags", (ids.tolist(), offsets.tolist()))
+
+
+@pytest.mark.benchmark(group="read-imdb-train")
+def test_load_tsv(benchmark):
+    d = imdb_dir()
+    if d is None:
+        pytest.skip("IMDB data not found (set FASTSCALE_DATA or provide ../shared/data/imdb)")
+    from fastscale.datasets import load_tsv
+
+    texts, y = benchmark.pedantic(load_tsv, args=(d / "train.tsv.gz",), rounds=5, iterations=1)
+    assert len(texts) == len(y) == 25000

@@ -13,6 +13,7 @@ void bind_embedding_bag(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_adam(py::module_& m);
 void bind_bce_with_logits(py::module_& m);
+void bind_tokenizer(py::module_& m);
 void stream_copy(const float* src, float* dst, i64 n);
 void stream_rmw(float* a, const float* b, float s, i64 n);
 }  // namespace fastscale
@@ -56,4 +57,5 @@ PYBIND11_MODULE(_cpu, m) {
   fs::bind_dense(m);
   fs::bind_adam(m);
   fs::bind_bce_with_logits(m);
+  fs::bind_tokenizer(m);
 }

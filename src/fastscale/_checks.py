@@ -64,8 +64,15 @@ def xp_of(is_cupy: bool):
     return np
 
 
+def _need_array(op: str, name: str, a):
+    # array_kind() skips None (optional arguments); a required one that is None lands here.
+    if not hasattr(a, "dtype") or not hasattr(a, "ndim"):
+        raise TypeError(f"{op}: argument '{name}' must be a numpy or cupy array, got {_describe(a)}")
+
+
 def check_float(op: str, name: str, a, ndim: int | None = None, dtype=None):
     """A float32/float64 array; with `dtype`, exactly that dtype (mixed dtypes are a TypeError)."""
+    _need_array(op, name, a)
     if a.dtype not in FLOATS:
         raise TypeError(f"{op}: argument '{name}' must have dtype float32 or float64, got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
@@ -76,6 +83,7 @@ def check_float(op: str, name: str, a, ndim: int | None = None, dtype=None):
 
 def check_index(op: str, name: str, a, ndim=None):
     """An int32/int64 index array."""
+    _need_array(op, name, a)
     if a.dtype not in INDEXES:
         raise TypeError(f"{op}: argument '{name}' must have dtype int32 or int64, got {a.dtype}")
     if ndim is not None:
@@ -83,6 +91,7 @@ def check_index(op: str, name: str, a, ndim=None):
 
 
 def check_bool(op: str, name: str, a, ndim=None):
+    _need_array(op, name, a)
     if a.dtype != np.bool_:
         raise TypeError(f"{op}: argument '{name}' must have dtype bool, got {a.dtype}")
     if ndim is not None:

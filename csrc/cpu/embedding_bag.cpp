@@ -355,6 +355,7 @@ void bind_embedding_bag(py::module_& m) {
           return dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
             if (dim(dout, 0) != B) shape_error(OPB, "dout must be (B, D)");
             const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", static_cast<i64>(ids.size()));
+            if (D == 0) return 0;  // nothing to write; V may be huge (the row loop would spin)
             py::gil_scoped_release nogil;
             backward_dense_kernel<T>(g, D, bags, B, p, pad, mean, gr, V);
             return 0;

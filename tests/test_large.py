@@ -109,3 +109,31 @@ def test_sparse_adam_writes_rows_beyond_2_32_elements(tmp_path, backend):
             assert not param[r].any() and not m[r].any() and not v[r].any(), f"row {r} was written"
     finally:
         del maps[:]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_padding_idx_beyond_int32_with_int32_ids(tmp_path, backend):
+    """A table of 2**32 + 2 rows (D = 1, sparse file): padding_idx = 2**32 + 1 with int32 ids.
+
+    cpp narrowed padding_idx to the ids' type, so 2**32 + 1 became 1 and row 1 was dropped
+    from every bag as if it were padding.
+    """
+    if _backends.status(backend) is not None:
+        pytest.skip(f"backend {backend!r} unavailable: {_backends.status(backend)}")
+    n = 2**32 + 2
+    path = tmp_path / "tall.f32"
+    with open(path, "wb") as f:
+        f.truncate(n * 4)
+    try:
+        w = np.memmap(path, dtype=np.float32, mode="r+", shape=(n, 1))
+        w[1], w[5], w[n - 1] = 10.0, 20.0, 1000.0
+        for itype in (np.int32, np.int64):
+            out = fs.embedding_bag(w, np.array([[1, 5]], itype), mode="mean", padding_idx=n - 1, backend=backend)
+            np.testing.assert_array_equal(out, [[15.0]])
+        out = fs.embedding_bag(w, np.array([[1, n - 1, 5]]), mode="mean", padding_idx=n - 1, backend=backend)
+        np.testing.assert_array_equal(out, [[15.0]])
+        out = fs.embedding_bag(w, np.array([[1, n - 1, 5]]), mode="sum", backend=backend)
+        np.testing.assert_array_equal(out, [[1030.0]])
+        del w
+    finally:
+        path.unlink(missing_ok=True)

@@ -14,7 +14,10 @@
 #   extension, and the sanitized _cpu next to them; PYTHONPATH points there.
 # * Python itself is not instrumented, so libasan is LD_PRELOADed (it must come first);
 #   detect_leaks=0 because CPython's own allocations look like leaks at exit.  Any ASan
-#   report or UBSan finding aborts the run with a stack trace (halt_on_error=1).
+#   report or UBSan finding ends the run (halt_on_error=1) and its stack trace is written to
+#   $BUILD/logs, printed at the end.  max_allocation_size_mb=1024 with
+#   allocator_may_return_null turns a huge allocation (the fuzz suite's broadcasts) into a
+#   MemoryError instead of filling the machine.
 # * The tests run with FASTSCALE_SANITIZE_RUN=1, which the fuzz suite reads to use fewer
 #   examples (everything is ~3x slower under ASan).
 # Exit status: pytest's (non-zero on any failure or sanitizer abort).
@@ -44,12 +47,17 @@ LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
 [ -f "$LIBASAN" ] || { echo "sanitize.sh: libasan.so not found ($LIBASAN)" >&2; exit 2; }
 
 if [ $# -eq 0 ]; then set -- tests/ops tests/fuzz; fi
+# pytest captures fd 2, so a report printed there would be lost when the sanitizer ends the
+# process: both write to $LOGS/{asan,ubsan}.<pid> instead, shown at the end.
+LOGS=$BUILD/logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
 start=$(date +%s)
 set +e
 env PYTHONPATH="$BUILD/py" FASTSCALE_SANITIZE_RUN=1 \
   LD_PRELOAD="$LIBASAN" \
-  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=4096:detect_odr_violation=0" \
-  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=1024:detect_odr_violation=0:log_path=$LOGS/asan" \
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOGS/ubsan" \
   "$PY" -m pytest -q -p no:cacheprovider "$@"
 rc=$?
 set -e
@@ -58,5 +66,10 @@ env PYTHONPATH="$BUILD/py" LD_PRELOAD="$LIBASAN" ASAN_OPTIONS=detect_leaks=0 "$P
 import fastscale._cpu as m, sys
 assert m.__file__.startswith('$BUILD'), m.__file__
 print('sanitize.sh: tests ran against', m.__file__)"
+if compgen -G "$LOGS/*" >/dev/null; then
+  for f in "$LOGS"/*; do echo "==== $f"; cat "$f"; done
+  echo "sanitize.sh: sanitizer reports above (the fuzz suite's hang watchdog writes to \$TMPDIR/fastscale-fuzz-watchdog-*.txt)"
+  [ $rc -ne 0 ] || rc=1
+fi
 echo "sanitize.sh: pytest exit $rc after $(( $(date +%s) - start )) s"
 exit $rc

@@ -117,6 +117,8 @@ def check_writeable(op: str, name: str, a):
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be writeable")
     if not a.flags.c_contiguous:
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be C-contiguous")
+    if not getattr(a.flags, "aligned", True):  # a view into a byte buffer at an odd offset
+        raise ValueError(f"{op}: argument '{name}' is updated in place and must be aligned to its dtype")
 
 
 def check_no_overlap(op: str, **arrays):
@@ -210,11 +212,15 @@ def raise_status(op: str, status: int, ids, ids_name: str, num_embeddings: int, 
 
 
 def contiguous(a):
-    """C-contiguous view or copy (documented: non-contiguous inputs are copied once)."""
-    if a.flags.c_contiguous:
+    """C-contiguous, aligned view or copy (documented: non-contiguous inputs are copied once).
+
+    Misaligned arrays (a view into a byte buffer at an odd offset) are copied too: a kernel
+    reading a float through a misaligned pointer is undefined behaviour (UBSan flags it, and
+    aligned vector loads would fault)."""
+    if a.flags.c_contiguous and getattr(a.flags, "aligned", True):
         return a
     if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
+        return a.copy(order="C")  # (np.ascontiguousarray would return a misaligned array as is)
     import cupy
 
     return cupy.ascontiguousarray(a)

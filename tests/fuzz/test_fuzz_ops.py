@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -392,8 +393,21 @@ def _result_arrays(res):
     return [res]
 
 
-def _call(fn, args, kwargs, backend):
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+# A hung call is killed by faulthandler (exit status 1); pytest captures fd 2, so the
+# traceback and the call that hung go to this file instead.
+WATCHDOG_LOG = os.path.join(tempfile.gettempdir(), f"fastscale-fuzz-watchdog-{os.getpid()}.txt")
+_watchdog_file = None
+
+
+def _call(fn, args, kwargs, backend, where=""):
+    global _watchdog_file
+    if _watchdog_file is None:
+        _watchdog_file = open(WATCHDOG_LOG, "w")
+    _watchdog_file.seek(0)
+    _watchdog_file.truncate()
+    _watchdog_file.write(f"fuzz call running for more than {WATCHDOG_S} s: {where}\n")
+    _watchdog_file.flush()
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=_watchdog_file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -416,8 +430,8 @@ def run_example(op, data):
         args, kwargs = build(base, positional, muts)
         named = dict(zip(positional, args), **kwargs)
         snaps = {n: _snapshot(v) for n, v in named.items()}
-        res, err = _call(fn, args, kwargs, backend)
         where = f"{op}[{backend}] mutations={muts}"
+        res, err = _call(fn, args, kwargs, backend, where)
         if err is not None:
             ok = isinstance(err, ALLOWED) or (huge and isinstance(err, MemoryError))
             assert ok, f"{where}: unexpected {type(err).__name__}: {err}"

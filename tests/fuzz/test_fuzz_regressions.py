@@ -130,3 +130,18 @@ def test_cpp_binding_refuses_misaligned_pointers():
     z = _misaligned(np.zeros(4, f32))
     with pytest.raises(ValueError, match="must be aligned"):
         cpu.bce_with_logits(z, np.zeros(4, f32), np.empty(4, f32))
+
+
+def test_numpy_backends_are_silent_on_overflow(cpu_backend):
+    # numpy's dense_forward raised "RuntimeWarning: overflow encountered in matmul" for a
+    # weight of 3.4e38 (an error under pytest's filterwarnings); cpp / numba give inf quietly.
+    x = np.ones((2, 3), f32)
+    w = np.full((3, 2), 3.4e38, f32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fs.dense_forward(x, w, backend=cpu_backend)
+        fs.dense_backward(y, x, w, None, None, backend=cpu_backend)
+        fs.embedding_bag(w, np.array([[0, 1, 2]]), mode="sum", backend=cpu_backend)
+        fs.embedding_backward(np.full((3, 2), 3.4e38, f32), np.array([0, 0, 0]), 3, backend=cpu_backend)
+        fs.bce_with_logits(np.array([np.inf, -np.inf, np.nan], f32), np.array([0, 1, 1], f32), backend=cpu_backend)
+    assert np.isinf(y).all()

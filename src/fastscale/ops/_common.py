@@ -74,3 +74,16 @@ def renumber(ids, pad: int = -1):
             pad2 = q
             slot[q + 1 :] -= 1
     return uniq, inv.reshape(ids.shape).astype(np.int64, copy=False), pad2, slot
+
+
+def quiet(fn):
+    """Run a numpy backend with floating-point warnings off: NaN / inf / overflow propagate
+    silently, as on the cpp and numba backends (the fuzz suite found RuntimeWarnings)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper

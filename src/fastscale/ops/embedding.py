@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, renumber, row_mark, use_row_mark
+from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
 
 OP = "embedding"
 OPB = "embedding_backward"
@@ -122,6 +122,7 @@ def _scatter_add_rows(xp, out, idx, values):
         np.add.at(flat_out, (idx[s : s + step, None] * D + cols).reshape(-1), values[s : s + step].reshape(-1))
 
 
+@quiet
 def _numpy_backward(dout, ids, out, V):
     xp = _xp(dout)
     C.check_ids_range(OPB, "ids", ids, V)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, renumber, row_mark, use_row_mark
+from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
 
 OP = "embedding_bag"
 OPB = "embedding_bag_backward"
@@ -190,6 +190,7 @@ def _weights_xp(flat_ids, psw, pad, mean, bag, B, xp, dtype):
     return w.astype(dtype, copy=False)
 
 
+@quiet
 def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     xp = np if isinstance(weight, np.ndarray) else C.xp_of(True)
     _validate_xp(OP, ids, offsets, weight.shape[0])
@@ -205,6 +206,7 @@ def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     return out
 
 
+@quiet
 def _numpy_backward(dout, ids, offsets, psw, pad, mean, out, V):
     xp = np if isinstance(dout, np.ndarray) else C.xp_of(True)
     _validate_xp(OPB, ids, offsets, V)

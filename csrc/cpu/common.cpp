@@ -86,6 +86,9 @@ void* data_ptr(const py::array& a, Dt dt, const char* op, const char* name, bool
                          ", got " + std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(op) + ": argument '" + name + "' must be C-contiguous");
+  // A misaligned T* is undefined behaviour in the kernels (the Python adapters copy such inputs).
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(op) + ": argument '" + name + "' must be aligned to its dtype");
   if (writable && !a.writeable())
     throw py::value_error(std::string(op) + ": argument '" + name + "' must be writeable");
   return const_cast<void*>(a.data());

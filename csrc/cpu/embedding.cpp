@@ -146,6 +146,7 @@ void bind_embedding(py::module_& m) {
             using I = decltype(ii);
             const I* ip = cptr<I>(ids, dt_of<I>(), OPB, "ids");
             if (const i64 st = check_ids(ip, N, V)) return st;
+            if (D == 0) return 0;  // nothing to write; V may be huge (the row loop would spin)
             py::gil_scoped_release nogil;
             backward_kernel<T>(g, D, ip, N, nullptr, gr, V);
             return 0;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "common.h"
 
@@ -51,7 +52,9 @@ FS_INLINE void trim_bag(const I* ids, i64& s, i64& e, I pad) {
 
 template <class I>
 FS_INLINE i64 count_bag(const I* ids, i64 s, i64 e, i64 pad) {
-  if (pad < 0) return e - s;
+  // A padding_idx beyond the range of I (a table of more than 2**31 rows, int32 ids) equals
+  // no id; narrowing it to I would turn it into some other, valid id.
+  if (pad < 0 || pad > static_cast<i64>(std::numeric_limits<I>::max())) return e - s;
   i64 n = 0;
   const I p = static_cast<I>(pad);
   for (i64 k = s; k < e; ++k) n += (ids[k] != p);
@@ -126,7 +129,7 @@ FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const
 template <class T, class I, class O>
 FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, const T* psw, i64 pad, bool mean,
                                 T* out) {
-  const bool has_pad = pad >= 0;
+  const bool has_pad = pad >= 0 && pad <= static_cast<i64>(std::numeric_limits<I>::max());  // see count_bag
   const I p = static_cast<I>(has_pad ? pad : 0);
   i64 s = bags.begin(b), e = bags.end(b);
   T* o = out + b * D;
@@ -353,6 +356,7 @@ void bind_embedding_bag(py::module_& m) {
           return dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
             if (dim(dout, 0) != B) shape_error(OPB, "dout must be (B, D)");
             const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", static_cast<i64>(ids.size()));
+            if (D == 0) return 0;  // nothing to write; V may be huge (the row loop would spin)
             py::gil_scoped_release nogil;
             backward_dense_kernel<T>(g, D, bags, B, p, pad, mean, gr, V);
             return 0;

@@ -64,8 +64,15 @@ def xp_of(is_cupy: bool):
     return np
 
 
+def _need_array(op: str, name: str, a):
+    # array_kind() skips None (optional arguments); a required one that is None lands here.
+    if not hasattr(a, "dtype") or not hasattr(a, "ndim"):
+        raise TypeError(f"{op}: argument '{name}' must be a numpy or cupy array, got {_describe(a)}")
+
+
 def check_float(op: str, name: str, a, ndim: int | None = None, dtype=None):
     """A float32/float64 array; with `dtype`, exactly that dtype (mixed dtypes are a TypeError)."""
+    _need_array(op, name, a)
     if a.dtype not in FLOATS:
         raise TypeError(f"{op}: argument '{name}' must have dtype float32 or float64, got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
@@ -76,6 +83,7 @@ def check_float(op: str, name: str, a, ndim: int | None = None, dtype=None):
 
 def check_index(op: str, name: str, a, ndim=None):
     """An int32/int64 index array."""
+    _need_array(op, name, a)
     if a.dtype not in INDEXES:
         raise TypeError(f"{op}: argument '{name}' must have dtype int32 or int64, got {a.dtype}")
     if ndim is not None:
@@ -83,6 +91,7 @@ def check_index(op: str, name: str, a, ndim=None):
 
 
 def check_bool(op: str, name: str, a, ndim=None):
+    _need_array(op, name, a)
     if a.dtype != np.bool_:
         raise TypeError(f"{op}: argument '{name}' must have dtype bool, got {a.dtype}")
     if ndim is not None:
@@ -108,6 +117,8 @@ def check_writeable(op: str, name: str, a):
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be writeable")
     if not a.flags.c_contiguous:
         raise ValueError(f"{op}: argument '{name}' is updated in place and must be C-contiguous")
+    if not getattr(a.flags, "aligned", True):  # a view into a byte buffer at an odd offset
+        raise ValueError(f"{op}: argument '{name}' is updated in place and must be aligned to its dtype")
 
 
 def check_no_overlap(op: str, **arrays):
@@ -201,11 +212,15 @@ def raise_status(op: str, status: int, ids, ids_name: str, num_embeddings: int, 
 
 
 def contiguous(a):
-    """C-contiguous view or copy (documented: non-contiguous inputs are copied once)."""
-    if a.flags.c_contiguous:
+    """C-contiguous, aligned view or copy (documented: non-contiguous inputs are copied once).
+
+    Misaligned arrays (a view into a byte buffer at an odd offset) are copied too: a kernel
+    reading a float through a misaligned pointer is undefined behaviour (UBSan flags it, and
+    aligned vector loads would fault)."""
+    if a.flags.c_contiguous and getattr(a.flags, "aligned", True):
         return a
     if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
+        return a.copy(order="C")  # (np.ascontiguousarray would return a misaligned array as is)
     import cupy
 
     return cupy.ascontiguousarray(a)

@@ -46,22 +46,27 @@ def _open_binary(path):
     return f, f
 
 
-def load_tsv(path):
+def load_tsv(path, *, classes=None):
     """Read ``label<TAB>text`` lines from a plain or gzip (by magic bytes) UTF-8 file.
 
     Returns ``(texts: list[str], labels: np.ndarray int64)``.  Each line is split on its first
-    TAB; ``\\n`` and ``\\r\\n`` endings are accepted.  A line without a TAB, or whose label is
-    empty or not an integer, raises ValueError naming the file and the 1-based line.  Invalid
-    UTF-8 is replaced by U+FFFD and reported with one warning giving the number of lines
-    affected.  An empty file raises ValueError.  The file is read once, streaming.
+    TAB; ``\\n`` and ``\\r\\n`` endings are accepted.  A line without a TAB (a blank line
+    included), whose label is empty, not an integer (a header line such as ``label<TAB>text``
+    included) or outside int64, or, with ``classes`` (e.g. ``(0, 1)``), not one of those
+    classes, raises ValueError naming the file and the 1-based line; so do old-Mac CR-only
+    line endings (which would otherwise read as one long line) and a corrupt or truncated
+    gzip stream.  Invalid UTF-8 is replaced by U+FFFD and reported with one warning giving the
+    number of lines affected.  An empty file raises ValueError.  Lines of any length are
+    read; the file is read once, streaming.
     """
     path = os.fspath(path)
+    allowed = None if classes is None else {_class(c) for c in classes}
     texts, labels = [], []
     bad_lines, first_bad = 0, 0
     stream, raw = _open_binary(path)
     with raw, stream:
         lineno = 0
-        for lineno, line in enumerate(stream, 1):
+        for lineno, line in _lines(stream, path):
             # Binary iteration splits on b"\n" only, so U+0085 / U+2028 in a text never split it.
             if line.endswith(b"\n"):
                 line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
@@ -77,14 +82,25 @@ def load_tsv(path):
                 s = s[1:]  # a UTF-8 byte-order mark is not part of the first label
             label, tab, text = s.partition("\t")
             if not tab:
-                raise ValueError(f"{path}:{lineno}: expected 'label<TAB>text', found no TAB")
+                what = "no TAB (an empty line)" if not s.strip() else "no TAB"
+                raise ValueError(f"{path}:{lineno}: expected 'label<TAB>text', found {what}")
+            if "\r" in text and _CR_LINE.search(text):
+                raise ValueError(
+                    f"{path}:{lineno}: a CR followed by 'label<TAB>' inside the text: the file seems to use "
+                    "old-Mac CR-only line endings; convert them to \\n (or \\r\\n)"
+                )
             y = _FAST_LABELS.get(label)
             if y is None:
                 if not label:
                     raise ValueError(f"{path}:{lineno}: empty label")
                 if not _LABEL.fullmatch(label):
-                    raise ValueError(f"{path}:{lineno}: label must be an integer, got {label[:40]!r}")
+                    hint = " (a header line? remove it)" if lineno == 1 else ""
+                    raise ValueError(f"{path}:{lineno}: label must be an integer, got {label[:40]!r}{hint}")
                 y = int(label)
+                if not _INT64_MIN <= y <= _INT64_MAX:
+                    raise ValueError(f"{path}:{lineno}: label {label[:40]} does not fit in int64")
+            if allowed is not None and y not in allowed:
+                raise ValueError(f"{path}:{lineno}: label {y} is not one of the declared classes {sorted(allowed)}")
             labels.append(y)
             texts.append(text)
     if lineno == 0:
@@ -97,6 +113,34 @@ def load_tsv(path):
             stacklevel=2,
         )
     return texts, np.asarray(labels, dtype=np.int64)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CR_LINE = re.compile(r"\r-?[0-9]+\t")
+
+
+def _class(c):
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+        raise TypeError(f"load_tsv: 'classes' must hold integers, got {c!r}")
+    return int(c)
+
+
+def _lines(stream, path):
+    """enumerate(stream, 1), turning a corrupt / truncated gzip stream into a ValueError that
+    names the file and the line where it broke off."""
+    import zlib
+
+    lineno = 0
+    it = iter(stream)
+    while True:
+        try:
+            line = next(it)
+        except StopIteration:
+            return
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise ValueError(f"{path}:{lineno + 1}: the gzip data is corrupt or truncated ({e})") from e
+        lineno += 1
+        yield lineno, line
 
 
 # ---------------------------------------------------------------------------- IMDB
@@ -150,8 +194,8 @@ def load_imdb(data_dir=None, *, url=IMDB_URL, sha256=IMDB_SHA256, download=True)
         finally:
             os.unlink(archive)
         found = target
-    train = load_tsv(found / "train.tsv.gz")
-    test = load_tsv(found / "test.tsv.gz")
+    train = load_tsv(found / "train.tsv.gz", classes=(0, 1))
+    test = load_tsv(found / "test.tsv.gz", classes=(0, 1))
     return train, test
 
 

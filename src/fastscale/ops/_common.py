@@ -43,3 +43,47 @@ def row_mark(V: int) -> np.ndarray:
             cache.clear()
         m = cache[V] = np.zeros(V, np.int32)
     return m
+
+
+# row_mark(V) costs 4 V bytes per thread; past this many rows, when the ids are far fewer, the
+# cpp sparse backwards renumber the ids first (renumber()) and mark a table of U rows instead
+# (a 2**40-row hashed vocabulary must not need a 4 TB scratch).
+MARK_MAX_ROWS = 1 << 24
+
+
+def use_row_mark(V: int, n_ids: int) -> bool:
+    return V <= max(MARK_MAX_ROWS, 8 * n_ids)
+
+
+def renumber(ids, pad: int = -1):
+    """Sparse backwards without O(V) memory: the ids renumbered densely.
+
+    Returns ``(uniq, ids2, pad2, slot)``: ``uniq`` the sorted unique ids (int64, ``pad``
+    included when present), ``ids2`` = ids mapped to their position in ``uniq`` (int64, the
+    shape of ``ids``), ``pad2`` = the position of ``pad`` in ``uniq`` or -1, and ``slot``
+    (len(uniq),) the row of each position among the non-padding rows
+    ``uniq[uniq != pad]`` (pad's own entry unused).  ids must already be validated.
+    """
+    uniq, inv = np.unique(ids.reshape(-1), return_inverse=True)
+    uniq = uniq.astype(np.int64, copy=False)
+    slot = np.arange(uniq.shape[0], dtype=np.int64)
+    pad2 = -1
+    if pad >= 0:
+        q = int(np.searchsorted(uniq, pad))
+        if q < uniq.shape[0] and uniq[q] == pad:
+            pad2 = q
+            slot[q + 1 :] -= 1
+    return uniq, inv.reshape(ids.shape).astype(np.int64, copy=False), pad2, slot
+
+
+def quiet(fn):
+    """Run a numpy backend with floating-point warnings off: NaN / inf / overflow propagate
+    silently, as on the cpp and numba backends (the fuzz suite found RuntimeWarnings)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper

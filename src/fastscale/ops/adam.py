@@ -249,9 +249,11 @@ def _numpy_dense(param, grad, m, v, k: _Coef):
     chunk = max(1, n) if xp is not np else 1 << 14
     t1 = xp.empty(min(chunk, n), p.dtype)
     t2 = xp.empty(min(chunk, n), p.dtype)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        _update_xp(p[s:e], g[s:e], mm[s:e], vv[s:e], k, t1[: e - s], t2[: e - s], xp)
+    # A NaN / inf gradient propagates silently, as on the other backends (no RuntimeWarning).
+    with np.errstate(all="ignore"):
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            _update_xp(p[s:e], g[s:e], mm[s:e], vv[s:e], k, t1[: e - s], t2[: e - s], xp)
 
 
 def _raise_unordered(op, rows, i):

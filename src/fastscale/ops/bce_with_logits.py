@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from .. import _backends, _checks as C
+from ._common import quiet
 
 OP = "bce_with_logits"
 
@@ -76,6 +77,7 @@ def reference(logits, targets):
 
 
 # ---------------------------------------------------------------------------- numpy / cupy
+@quiet
 def _numpy(logits, targets, dlogits):
     xp = np if isinstance(logits, np.ndarray) else C.xp_of(True)
     _check_targets_xp(targets)

@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from .. import _backends, _checks as C
+from ._common import quiet
 
 OP = "dense_forward"
 OPB = "dense_backward"
@@ -208,6 +209,7 @@ def _xp(a):
     return np if isinstance(a, np.ndarray) else C.xp_of(True)
 
 
+@quiet
 def _numpy_forward(x, weight, bias, act, out):
     xp = _xp(x)
     xp.matmul(x, weight, out=out)
@@ -234,6 +236,7 @@ def _numpy_dz(dout, out, act):
     return dout
 
 
+@quiet
 def _numpy_backward(dout, x, weight, out, act, dx, dweight, dbias):
     xp = _xp(x)
     dz = _numpy_dz(dout, out, act)

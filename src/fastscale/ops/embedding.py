@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, row_mark
+from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
 
 OP = "embedding"
 OPB = "embedding_backward"
@@ -122,6 +122,7 @@ def _scatter_add_rows(xp, out, idx, values):
         np.add.at(flat_out, (idx[s : s + step, None] * D + cols).reshape(-1), values[s : s + step].reshape(-1))
 
 
+@quiet
 def _numpy_backward(dout, ids, out, V):
     xp = _xp(dout)
     C.check_ids_range(OPB, "ids", ids, V)
@@ -186,13 +187,13 @@ def _numba_backward(dout, ids, out, V):
     _, backward = _numba_fns()
     flat = C.contiguous(ids).reshape(-1)
     d2 = C.contiguous(dout).reshape(flat.shape[0], dout.shape[-1])
-    if out is None:  # sparse: unique rows, then the same kernel into a compact table
-        rows = np.unique(flat).astype(np.int64)
-        slot = np.zeros(V, np.int64)
-        slot[rows] = np.arange(rows.shape[0])
+    if out is None:  # sparse: ids renumbered densely (no O(V) memory), the same kernel
+        rows, ids2, _, slot = renumber(flat)
         values = np.empty((rows.shape[0], d2.shape[1]), dout.dtype)
-        backward(d2, flat, slot, values, _numba_parts())
+        backward(d2, ids2, slot, values, _numba_parts())
         return rows, values
+    if out.size == 0:  # D == 0: nothing to write (and V may be huge)
+        return out
     backward(d2, flat, np.arange(V, dtype=np.int64), out, _numba_parts())
     return out
 
@@ -222,6 +223,11 @@ def _cpp_backward(dout, ids, out, V):
         if status:
             C.raise_status(OPB, status, ids, "ids", V)
         return out
+    uniq = None
+    if not use_row_mark(V, ids.size):  # a huge table: renumber the ids, mark U rows only
+        C.check_ids_range(OPB, "ids", ids, V)
+        uniq, ids, _, _ = renumber(ids)
+        V = uniq.shape[0]
     mark = row_mark(V)
     rows = np.empty(ids.size, np.int64)
     status, U = cpu.embedding_backward_rows(ids, mark, rows)
@@ -234,7 +240,7 @@ def _cpp_backward(dout, ids, out, V):
     except BaseException:
         mark[rows] = 0
         raise
-    return rows, values
+    return (rows if uniq is None else uniq[rows]), values
 
 
 # ---------------------------------------------------------------------------- cuda

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, row_mark
+from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
 
 OP = "embedding_bag"
 OPB = "embedding_bag_backward"
@@ -190,6 +190,7 @@ def _weights_xp(flat_ids, psw, pad, mean, bag, B, xp, dtype):
     return w.astype(dtype, copy=False)
 
 
+@quiet
 def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     xp = np if isinstance(weight, np.ndarray) else C.xp_of(True)
     _validate_xp(OP, ids, offsets, weight.shape[0])
@@ -205,6 +206,7 @@ def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     return out
 
 
+@quiet
 def _numpy_backward(dout, ids, offsets, psw, pad, mean, out, V):
     xp = np if isinstance(dout, np.ndarray) else C.xp_of(True)
     _validate_xp(OPB, ids, offsets, V)
@@ -310,14 +312,14 @@ def _numba_backward(dout, ids, offsets, psw, pad, mean, out, V):
     flat, starts, ends = _starts_ends(ids, offsets)
     p = np.zeros(1, dout.dtype) if psw is None else psw.reshape(-1)
     dout = C.contiguous(dout)
-    if out is None:  # sparse: unique rows, then the same kernel into a compact table
-        kept = flat if pad < 0 else flat[flat != pad]
-        rows = np.unique(kept).astype(np.int64)
-        slot = np.zeros(V, np.int64)
-        slot[rows] = np.arange(rows.shape[0])
+    if out is None:  # sparse: ids renumbered densely (no O(V) memory), the same kernel
+        uniq, ids2, pad2, slot = renumber(flat, pad)
+        rows = uniq if pad2 < 0 else np.delete(uniq, pad2)
         values = np.empty((rows.shape[0], dout.shape[1]), dout.dtype)
-        backward(dout, flat, starts, ends, p, psw is not None, pad, mean, slot, values, (rows.shape[0] + 15) // 16)
+        backward(dout, ids2, starts, ends, p, psw is not None, pad2, mean, slot, values, (rows.shape[0] + 15) // 16)
         return rows, values
+    if out.size == 0:  # D == 0: nothing to write (and V may be huge)
+        return out
     slot = np.arange(V, dtype=np.int64)
     backward(dout, flat, starts, ends, p, psw is not None, pad, mean, slot, out, (V + 15) // 16)
     return out
@@ -345,6 +347,11 @@ def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
         if status:
             C.raise_status(OPB, status, ids, "ids", V, offsets)
         return out
+    uniq = None
+    if not use_row_mark(V, ids.size):  # a huge table: renumber the ids, mark U rows only
+        _validate_xp(OPB, ids, offsets, V)
+        uniq, ids, pad, _ = renumber(ids, pad)
+        V = uniq.shape[0]
     mark = row_mark(V)
     rows = np.empty(ids.size, np.int64)
     status, U = cpu.embedding_bag_backward_rows(ids, offsets, pad, mark, rows)
@@ -357,7 +364,7 @@ def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
     except BaseException:
         mark[rows] = 0
         raise
-    return rows, values
+    return (rows if uniq is None else uniq[rows]), values
 
 
 # ---------------------------------------------------------------------------- cuda

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
+from ._common import quiet
 
 OP = "masked_mean_pool"
 OPB = "masked_mean_pool_backward"
@@ -112,6 +113,7 @@ def _numpy_forward(x, mask, out):
     return out
 
 
+@quiet
 def _numpy_backward(dout, mask, out):
     xp = _xp(dout)
     g = dout / _counts(mask, xp, dout.dtype)[:, None]

@@ -130,7 +130,19 @@ def test_no_leak_long(backend, name):
 
 
 def test_a_leak_is_seen():
-    """The measurement can fail: keeping 1 KB per call for 10,000 calls is caught."""
+    """The measurement can fail: keeping a fresh 4 KB page per call for 10,000 calls is caught.
+
+    Anonymous mmaps are always new pages; heap allocations could reuse memory that earlier
+    tests freed but the allocator kept resident, and then RSS would not move.
+    """
+    import mmap
+
     kept = []
-    grew = _growth(lambda: kept.append(np.ones(128)), 10_000)
+
+    def leak():
+        page = mmap.mmap(-1, 4096)
+        page.write(b"x" * 4096)
+        kept.append(page)
+
+    grew = _growth(leak, 10_000)
     assert grew > LIMIT / 5, grew

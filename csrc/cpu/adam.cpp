@@ -3,7 +3,7 @@
 // Per element (coefficients computed once, in double, by the Python layer):
 //   L2 decay       g  = g + wd * p
 //   decoupled      p  = p * decay                       (decay = 1 - lr * wd, AdamW)
-//                  m  = m + c1 * (g - m)                (c1 = 1 - beta1)
+//                  m  = beta1 * m + c1 * g              (c1 = 1 - beta1)
 //                  v  = b2 * v + c2 * g * g             (c2 = 1 - beta2)
 //                  p  = p - alpha * m / (sqrt(v) + eps)
 // Keras' epsilon-hat form and PyTorch's form differ only in alpha and eps (see
@@ -31,7 +31,7 @@ enum Decay : int { NONE = 0, L2 = 1, DECOUPLED = 2 };
 
 template <class T>
 struct Coef {
-  T c1, b2, c2, alpha, eps, wd, decay;
+  T c1, b2, c2, alpha, eps, wd, decay, b1;
 };
 
 template <class T, int WD>
@@ -39,7 +39,9 @@ FS_INLINE void adam_elem(T& p, T g, T& m, T& v, const Coef<T>& k) {
   T pp = p;
   if (WD == L2) g = g + k.wd * pp;
   if (WD == DECOUPLED) pp = pp * k.decay;
-  const T mm = m + k.c1 * (g - m);
+  // beta1 * m + (1 - beta1) * g, not m + (1 - beta1) * (g - m): the latter cancels
+  // catastrophically in float32 when |g| << |m| and beta1 is small (beta1 = 0 must give m = g).
+  const T mm = k.b1 * m + k.c1 * g;
   const T vv = k.b2 * v + k.c2 * (g * g);
   m = mm;
   v = vv;
@@ -144,7 +146,7 @@ template <class T>
 Coef<T> make_coef(double beta1, double beta2, double alpha, double eps, double wd, double decay) {
   return Coef<T>{static_cast<T>(1.0 - beta1), static_cast<T>(beta2), static_cast<T>(1.0 - beta2),
                  static_cast<T>(alpha),       static_cast<T>(eps),   static_cast<T>(wd),
-                 static_cast<T>(decay)};
+                 static_cast<T>(decay),       static_cast<T>(beta1)};
 }
 
 const char* const OP = "adam_step";

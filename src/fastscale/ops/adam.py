@@ -227,8 +227,8 @@ def _update_xp(p, g, m, v, k: _Coef, t1, t2, xp):
         g = xp.add(t1, g, out=t1)
     elif k.mode == DECOUPLED:
         p *= dt(k.decay)
-    xp.subtract(g, m, out=t2)  # m += (1 - beta1) * (g - m)
-    t2 *= dt(1.0 - k.beta1)
+    m *= dt(k.beta1)  # m = beta1 * m + (1 - beta1) * g (exact for beta1 = 0)
+    xp.multiply(g, dt(1.0 - k.beta1), out=t2)
     m += t2
     v *= dt(k.beta2)  # v = beta2 * v + (1 - beta2) * g * g
     xp.multiply(g, g, out=t2)
@@ -294,34 +294,34 @@ def _make_numba():
     import numba
 
     @numba.njit(inline="always")
-    def elem(p, m, v, j, gj, c1, b2, c2, alpha, eps, wd, decay, mode):
+    def elem(p, m, v, j, gj, c1, b2, c2, alpha, eps, wd, decay, mode, b1):
         pj = p[j]
         if mode == 1:
             gj = gj + wd * pj
         elif mode == 2:
             pj = pj * decay
-        mj = m[j] + c1 * (gj - m[j])
+        mj = b1 * m[j] + c1 * gj
         vj = b2 * v[j] + c2 * (gj * gj)
         m[j] = mj
         v[j] = vj
         p[j] = pj - alpha * mj / (np.sqrt(vj) + eps)
 
     @numba.njit(cache=True, parallel=True, nogil=True)
-    def dense(p, g, m, v, c1, b2, c2, alpha, eps, wd, decay, mode):
+    def dense(p, g, m, v, c1, b2, c2, alpha, eps, wd, decay, mode, b1):
         n = p.shape[0]
         nb = (n + 4095) // 4096
         for b in numba.prange(nb):
             for j in range(b * 4096, min(n, (b + 1) * 4096)):
-                elem(p, m, v, j, g[j], c1, b2, c2, alpha, eps, wd, decay, mode)
+                elem(p, m, v, j, g[j], c1, b2, c2, alpha, eps, wd, decay, mode, b1)
 
     @numba.njit(cache=True, parallel=True, nogil=True)
-    def sparse(p, rows, vals, m, v, c1, b2, c2, alpha, eps, wd, decay, mode):
+    def sparse(p, rows, vals, m, v, c1, b2, c2, alpha, eps, wd, decay, mode, b1):
         D = p.shape[1]
         for i in numba.prange(rows.shape[0]):
             r = rows[i]
             pr, mr, vr, gr = p[r], m[r], v[r], vals[i]
             for j in range(D):
-                elem(pr, mr, vr, j, gr[j], c1, b2, c2, alpha, eps, wd, decay, mode)
+                elem(pr, mr, vr, j, gr[j], c1, b2, c2, alpha, eps, wd, decay, mode, b1)
 
     return dense, sparse
 
@@ -333,7 +333,7 @@ def _scalars(k: _Coef, dtype):
     """The kernel scalars in the arrays' dtype, so numba does float32 math for float32."""
     dt = np.dtype(dtype).type
     return (dt(1.0 - k.beta1), dt(k.beta2), dt(1.0 - k.beta2), dt(k.alpha), dt(k.eps), dt(k.weight_decay),
-            dt(k.decay), k.mode)
+            dt(k.decay), k.mode, dt(k.beta1))
 
 
 def _numba_dense(param, grad, m, v, k: _Coef):

@@ -91,7 +91,10 @@ def save_model(model, path) -> None:
     payload_len = offset
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    _remove_orphans(directory, os.path.basename(path))
+    # The writer's pid is in the name, so a later save can tell an orphan (its writer was
+    # killed) from another live process's save in progress.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             h = hashlib.sha256()
@@ -124,6 +127,37 @@ def save_model(model, path) -> None:
 
 def _unsupported_metric(m):
     raise TypeError(f"save_model: custom metric {type(m).__name__} cannot be saved; use 'accuracy' or 'auc'")
+
+
+def _remove_orphans(directory, name):
+    """Delete temporary files of earlier saves to `name` whose writing process is gone."""
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, entry))
+        except OSError:
+            pass
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(directory):

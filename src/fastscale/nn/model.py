@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -269,12 +270,18 @@ class Sequential:
 
     # -- the public API
     def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, seed=None):
+            validation_data=None, shuffle=True, seed=None, on_divergence="raise"):
         """Train; returns a :class:`History` (``history.history``: loss, metrics, val_* per epoch).
 
         ``validation_split`` takes the LAST fraction of ``x``/``y`` (before shuffling), as Keras.
+        A non-finite loss raises :class:`TrainingDivergedError` naming the epoch and step,
+        before that step updates anything (checkpoints already written stay as they are);
+        ``on_divergence="warn"`` instead warns (RuntimeWarning), stops training and returns the
+        history so far, the weights being those from before the diverging step.
         """
         self._require_compiled("fit")
+        if on_divergence not in ("raise", "warn"):
+            raise ValueError(f"fit: on_divergence must be 'raise' or 'warn', got {on_divergence!r}")
         batch_size = _check_batch(batch_size, "fit")
         epochs = _check_int(epochs, "fit", "epochs", lo=0)
         if seed is not None:
@@ -319,7 +326,15 @@ class Sequential:
         for epoch in range(epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode)
+            try:
+                logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode)
+            except TrainingDivergedError as e:
+                if on_divergence == "raise":
+                    raise
+                warnings.warn(f"{e}; training stopped with the weights from before that step", RuntimeWarning,
+                              stacklevel=2)
+                self.stop_training = True
+                break
             if val is not None:
                 vlogs = self._evaluate(val[0], val[1], batch_size)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})

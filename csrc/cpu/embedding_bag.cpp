@@ -167,7 +167,8 @@ FS_INLINE void backward_dense_body(const T* dout, i64 D, Bags<I, O> bags, i64 B,
       std::memset(static_cast<void*>(grad + r0 * D), 0, static_cast<size_t>((r1 - r0) * D) * sizeof(T));
     }
     for (i64 b = 0; b < B; ++b) {
-      const i64 s = bags.begin(b), e = bags.end(b);
+      i64 s = bags.begin(b), e = bags.end(b);
+      if (pad >= 0) trim_bag(bags.ids, s, e, static_cast<I>(pad));  // padding adds nothing
       T scale = T(1);
       if (mean) {
         const i64 n = count_bag(bags.ids, s, e, pad);
@@ -204,7 +205,8 @@ FS_INLINE void backward_sparse_body(const T* dout, i64 D, Bags<I, O> bags, i64 B
       std::memset(static_cast<void*>(values + r0 * D), 0, static_cast<size_t>((r1 - r0) * D) * sizeof(T));
     }
     for (i64 b = 0; b < B; ++b) {
-      const i64 s = bags.begin(b), e = bags.end(b);
+      i64 s = bags.begin(b), e = bags.end(b);
+      if (pad >= 0) trim_bag(bags.ids, s, e, static_cast<I>(pad));  // padding adds nothing
       T scale = T(1);
       if (mean) {
         const i64 n = count_bag(bags.ids, s, e, pad);
@@ -239,13 +241,16 @@ void backward_sparse_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const 
 template <class I, class O>
 i64 unique_rows(Bags<I, O> bags, i64 B, i64 pad, std::int32_t* mark, i64 V, std::int64_t* rows) {
   i64 U = 0;
-  for (i64 b = 0; b < B; ++b)
-    for (i64 k = bags.begin(b), e = bags.end(b); k < e; ++k) {
+  for (i64 b = 0; b < B; ++b) {
+    i64 s = bags.begin(b), e = bags.end(b);
+    if (pad >= 0) trim_bag(bags.ids, s, e, static_cast<I>(pad));
+    for (i64 k = s; k < e; ++k) {
       const i64 id = bags.ids[k];
       if (id == pad || mark[id]) continue;
       mark[id] = 1;
       rows[U++] = id;
     }
+  }
   // Small tables: a scan of mark yields the rows sorted; large ones: sort the few found.
   if (V <= 32 * U) {
     i64 j = 0;

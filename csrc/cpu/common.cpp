@@ -140,6 +140,19 @@ i64 first_bad_offset(const I* offsets, i64 n_offsets, i64 N) {
   return -1;
 }
 
+i64 sort_marked_rows(std::int32_t* mark, i64 V, std::int64_t* rows, i64 U) {
+  // Small tables: a scan of mark yields the rows sorted; large ones: sort the few found.
+  if (V <= 32 * U) {
+    i64 j = 0;
+    for (i64 v = 0; v < V; ++v)
+      if (mark[v]) rows[j++] = v;
+  } else {
+    std::sort(rows, rows + U);
+  }
+  for (i64 j = 0; j < U; ++j) mark[rows[j]] = static_cast<std::int32_t>(j + 1);
+  return U;
+}
+
 template i64 first_bad_id<std::int32_t>(const std::int32_t*, i64, i64);
 template i64 first_bad_id<std::int64_t>(const std::int64_t*, i64, i64);
 template i64 first_bad_offset<std::int32_t>(const std::int32_t*, i64, i64);

@@ -104,6 +104,10 @@ i64 first_bad_id(const I* ids, i64 n, i64 V);
 template <class I>
 i64 first_bad_offset(const I* offsets, i64 n_offsets, i64 N);
 
+// The sparse backwards mark each row they meet (mark[row] = 1) and list it in rows[0:U];
+// this sorts rows[0:U], sets mark[row] = 1 + its slot, and returns U.
+i64 sort_marked_rows(std::int32_t* mark, i64 V, std::int64_t* rows, i64 U);
+
 // Kernels report invalid input through a status the Python adapter turns into the op's
 // uniform exception: 0 = ok, 1 + p = bad id at flat position p, -(1 + p) = bad offset at p.
 inline i64 status_bad_id(i64 p) { return 1 + p; }

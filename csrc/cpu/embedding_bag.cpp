@@ -251,16 +251,7 @@ i64 unique_rows(Bags<I, O> bags, i64 B, i64 pad, std::int32_t* mark, i64 V, std:
       rows[U++] = id;
     }
   }
-  // Small tables: a scan of mark yields the rows sorted; large ones: sort the few found.
-  if (V <= 32 * U) {
-    i64 j = 0;
-    for (i64 v = 0; v < V; ++v)
-      if (mark[v]) rows[j++] = v;
-  } else {
-    std::sort(rows, rows + U);
-  }
-  for (i64 j = 0; j < U; ++j) mark[rows[j]] = static_cast<std::int32_t>(j + 1);
-  return U;
+  return sort_marked_rows(mark, V, rows, U);
 }
 
 // ------------------------------------------------------------------ bindings

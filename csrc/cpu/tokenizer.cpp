@@ -17,9 +17,13 @@
 // count.  The per-token provisional ids are kept so that encoding the fitted texts again
 // needs no second pass over the text.
 #include <omp.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -106,11 +110,15 @@ u32 sigma_lower(const C* s, i64 i, i64 n) {
 
 // ---------------------------------------------------------------- rules
 struct Rules {
-  short amap[128];        // ASCII: the (lower-cased) character, or -1 when it ends a token
-  short fast[128];        // amap, with -2 for '<' when it may start a line break
-  std::vector<u32> wide;  // sorted non-ASCII characters that end a token (filters, split)
+  short amap[128];          // ASCII: the (lower-cased) character, or -1 when it ends a token
+  unsigned char map8[128];  // amap as one byte: SEP for a separator
+  std::vector<u32> wide;    // sorted non-ASCII characters that end a token (filters, split)
   bool strip_html = true;
   bool lower_unicode = false;  // lower-case non-ASCII code points here (else: already done)
+  bool space_sep = true;       // ' ' ends a token (then a stripped line break is separators only)
+  bool lower = true;
+  bool avx2 = false;               // normalise ASCII 32 bytes at a time
+  unsigned char sep_nibble[16];  // bit h of [l]: the ASCII character 16 h + l ends a token
 };
 
 struct Text {
@@ -135,54 +143,65 @@ FS_INLINE u64 load8(const unsigned char* p) {
   return w;
 }
 
-// Hash of a token zero-padded to whole 8-byte words, 8 bytes at a time (the word table's
-// hash; the n-gram hash, FNV-1a, is computed once per distinct word at the end).  The
-// first 16 bytes are mixed without a data-dependent branch (bytes 8..15 masked off for a
-// short token: they may belong to the next one).
-FS_INLINE u32 word_hash(const unsigned char* p, u32 n) {
-  u64 h = (n + 1) * 0x9E3779B97F4A7C15ull;
-  h = (h ^ load8(p)) * 0xBF58476D1CE4E5B9ull;
-  h = (h ^ (h >> 31) ^ (load8(p + 8) & (u64{0} - (n > 8)))) * 0x94D049BB133111EBull;
-  for (u32 k = 16; k < n; k += 8) h = (h ^ (h >> 29) ^ load8(p + k)) * 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 32;
-  return static_cast<u32>(h);
-}
+// ---------------------------------------------------------------- one text -> tokens
+// A text is tokenized in three passes over flat memory, each without a data-dependent
+// branch per character:
+//   1. normalise: the text's lower-cased UTF-8 with every separator byte replaced by SEP
+//      (0xFF, never part of UTF-8), into `lo`, followed by PAD bytes of SEP;
+//   2. split: 64 bytes at a time, the SEP bytes as a bit mask; the bits where a token starts
+//      and where it ends give the tokens;
+//   3. key: per token its first 8 bytes, the bytes past its end set to SEP (so a token of
+//      <= 8 bytes is its key: no 0xFF inside a token), and a 64-bit hash of all its bytes.
+// The tokens then go to the word table, whose slots are prefetched a few tokens ahead.
+constexpr unsigned char SEP = 0xFF;
+constexpr i64 PAD = 64;
 
-// One text's tokens: their UTF-8 bytes back to back, each zero-padded to whole 8-byte words
-// (the word table hashes and compares words), and per token its start, length and hash.
-// A whole text is tokenized before its words are looked up, so that the lookups can
-// prefetch the table a few tokens ahead.
-struct Tokens {
+// Growable array of a trivially copyable type, not zero-filled (std::vector::resize is):
+// the scratch buffers are sized for the largest text and rewritten per text.
+template <class T>
+struct Buf {
+  T* p = nullptr;
+  std::size_t cap = 0;
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(p); }
+  // Room for n elements; the first `keep` are kept.
+  void reserve(std::size_t n, std::size_t keep = 0) {
+    if (n <= cap) return;
+    const std::size_t c = std::max<std::size_t>({n, 2 * cap, 64});
+    T* q = static_cast<T*>(std::malloc(c * sizeof(T)));
+    if (!q) throw std::bad_alloc();
+    if (keep) std::memcpy(q, p, keep * sizeof(T));
+    std::free(p);
+    p = q;
+    cap = c;
+  }
+};
+
+struct Scratch {
+  Buf<unsigned char> lo;  // pass 1
+  i64 n = 0;              // bytes in lo before the padding
+  Buf<i64> starts, ends;  // pass 2
   struct Tok {
-    u64 start;
-    u32 len, hash;
+    u64 key, hash;
+    i64 start;
+    u32 len;
   };
-  std::vector<unsigned char> v;
-  unsigned char* p = nullptr;
-  std::size_t n = 0, cap = 0, cur = 0;  // bytes used; start of the current token
-  std::vector<Tok> tv;                  // tokens tv[0:nt] (grown by hand: push is hot)
-  std::size_t nt = 0;
+  Buf<Tok> toks;  // pass 3
+  i64 nt = 0;
   bool surrogate = false;  // a lone surrogate was encoded (Python's str.encode would raise)
+};
 
-  void clear() { n = cur = nt = 0; }
-  const Tok* toks() const { return tv.data(); }
-  void reserve(std::size_t need) {  // room for `need` more bytes, plus 24 spare for padding
-    if (n + need <= cap) return;
-    v.resize(std::max<std::size_t>(1024, 2 * (n + need + 24)));
-    p = v.data();
-    cap = v.size() - 24;
-  }
+// Pass 1 for a text of any kind: the general code (Unicode lower case, wide separators,
+// a line break read as ' ').  Writes scratch.lo[0:n].
+struct Writer {
+  Buf<unsigned char>& b;
+  std::size_t n = 0;
+  bool surrogate = false;
   FS_INLINE void byte(unsigned char c) {
-    if (n >= cap) reserve(1);
-    p[n++] = c;
-  }
-  FS_INLINE void end_token() {
-    if (n == cur) return;
-    const u32 len = static_cast<u32>(n - cur);
-    std::memset(p + n, 0, 16);
-    if (nt == tv.size()) tv.resize(std::max<std::size_t>(256, 2 * nt));
-    tv[nt++] = Tok{cur, len, 0};  // hashed later: a load over bytes just stored one by one stalls
-    n = cur = cur + ((len + 7) & ~u32{7});
+    if (n >= b.cap) b.reserve(n + 1, n);
+    b.p[n++] = c;
   }
   FS_INLINE void cp(u32 c) {  // c >= 0x80
     if (c < 0x800) {
@@ -201,46 +220,18 @@ struct Tokens {
   }
 };
 
-// An ASCII text: its bytes are its code points and its UTF-8 at once.  The hot loop keeps
-// the output position in registers (stores through unsigned char* alias everything).
-void scan_ascii(const unsigned char* s, i64 n, const Rules& R, Tokens& T) {
-  T.reserve(4 * static_cast<std::size_t>(n) + 16);  // a 1-byte token per 2 bytes pads to 8
-  unsigned char* out = T.p;
-  std::size_t k = T.n, cur = T.cur;
-  for (i64 i = 0; i < n; ++i) {
-    short v = R.fast[s[i]];
-    if (__builtin_expect(v == -2, 0)) {  // '<' with strip_html: a line break reads as ' '
-      const i64 m = br_len(s, i, n);
-      v = m ? R.amap[' '] : R.amap['<'];
-      i += m ? m - 1 : 0;
-    }
-    // Branch-free append (a separator's byte is written and then overwritten): the only
-    // unpredictable branch left is the end of a token.
-    out[k] = static_cast<unsigned char>(v);
-    k += v >= 0;
-    if (v < 0 && k != cur) {
-      T.n = k;
-      T.end_token();
-      k = cur = T.n;
-    }
-  }
-  T.n = k;
-  T.end_token();
-}
-
-// Any text (1, 2 or 4 bytes per code point), with Unicode lower-casing.
 template <class C>
-void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T) {
-  // One (already lower-cased) code point: part of the token or a separator.
+void normalise_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Scratch& S) {
+  S.lo.reserve(static_cast<std::size_t>(n) * (sizeof(C) == 1 ? 2 : 3) + PAD);
+  Writer W{S.lo};
+  // One (already lower-cased) code point: its bytes, or SEP.
   auto feed = [&](u32 c) {
     if (c < 128) {
-      const short v = R.amap[c];
-      if (v < 0) T.end_token();
-      else T.byte(static_cast<unsigned char>(v));
+      W.byte(R.map8[c]);
     } else if (!R.wide.empty() && std::binary_search(R.wide.begin(), R.wide.end(), c)) {
-      T.end_token();
+      W.byte(SEP);
     } else {
-      T.cp(c);
+      W.cp(c);
     }
   };
   for (i64 i = 0; i < n; ++i) {
@@ -254,7 +245,7 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T
           continue;
         }
       }
-      feed(c);  // ASCII lower-casing is in the table
+      W.byte(R.map8[c]);  // ASCII lower-casing is in the table
     } else if (!R.lower_unicode) {
       feed(c);
     } else if (c == 0x3A3) {
@@ -265,129 +256,256 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T
       for (int j = 0; j < k; ++j) feed(out[j]);
     }
   }
-  T.end_token();
+  S.n = static_cast<i64>(W.n);
+  S.surrogate |= W.surrogate;
 }
 
-FS_INLINE void scan(const Text& t, const Rules& R, const LowerTable& L, Tokens& T) {
-  T.clear();
-  switch (t.kind) {
-    case 0: scan_ascii(static_cast<const unsigned char*>(t.data), t.len, R, T); break;
-    case 1: scan_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, T); break;
-    case 2: scan_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, T); break;
-    default: scan_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, T); break;
+#if FS_X86
+// lo[0:n] = R.map8[s[0:n]] for ASCII s, 32 bytes at a time: 'A'-'Z' + 32 (when lowering),
+// then SEP where the (lower-cased) character is a separator, looked up in a 128-bit set by
+// its two nibbles (pshufb).
+FS_TARGET_AVX2 i64 map_ascii_avx2(const unsigned char* s, i64 n, const Rules& R, unsigned char* lo) {
+  const __m256i nib = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(R.sep_nibble)));
+  const __m256i bit = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                       1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i a1 = _mm256_set1_epi8('A' - 1), z1 = _mm256_set1_epi8('Z' + 1);
+  const __m256i case_bit = _mm256_set1_epi8(R.lower ? 0x20 : 0), low4 = _mm256_set1_epi8(0x0F);
+  const __m256i zero = _mm256_setzero_si256();
+  i64 i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
+    const __m256i upper = _mm256_and_si256(_mm256_cmpgt_epi8(v, a1), _mm256_cmpgt_epi8(z1, v));
+    v = _mm256_add_epi8(v, _mm256_and_si256(upper, case_bit));
+    const __m256i row = _mm256_shuffle_epi8(nib, _mm256_and_si256(v, low4));
+    const __m256i col = _mm256_shuffle_epi8(bit, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    const __m256i keep = _mm256_cmpeq_epi8(_mm256_and_si256(row, col), zero);  // 0xFF: not a separator
+    v = _mm256_or_si256(v, _mm256_xor_si256(keep, _mm256_set1_epi8(-1)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), v);
   }
+  return i;
+}
+#endif
+
+// Pass 1 for an ASCII text: its bytes are its code points and its UTF-8 at once, so the
+// lower case and the separators are a table lookup per byte (vectorised with AVX2); line
+// breaks (rare) are found afterwards with memchr and overwritten with SEP.
+void normalise_ascii(const unsigned char* s, i64 n, const Rules& R, Scratch& S) {
+  S.lo.reserve(static_cast<std::size_t>(n) + PAD);
+  unsigned char* FS_RESTRICT lo = S.lo.p;
+  const unsigned char* FS_RESTRICT map = R.map8;
+  i64 i = 0;
+#if FS_X86
+  if (R.avx2) i = map_ascii_avx2(s, n, R, lo);
+#endif
+  for (; i < n; ++i) lo[i] = map[s[i]];
+  if (R.strip_html) {
+    const unsigned char* q = s;
+    while ((q = static_cast<const unsigned char*>(std::memchr(q, '<', static_cast<std::size_t>(s + n - q))))) {
+      const i64 i = q - s, m = br_len(s, i, n);
+      if (m) std::memset(lo + i, SEP, static_cast<std::size_t>(m));  // one ' ', a separator (R.space_sep)
+      q += m ? m : 1;
+    }
+  }
+  S.n = n;
+}
+
+// Bit k of the result: p[k] == SEP, for k < 64.
+FS_INLINE u64 sep_mask64(const unsigned char* p) {
+#if FS_X86
+  const __m128i ff = _mm_set1_epi8(static_cast<char>(SEP));
+  const u64 m0 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), ff)));
+  const u64 m1 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)), ff)));
+  const u64 m2 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32)), ff)));
+  const u64 m3 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 48)), ff)));
+  return m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+#else
+  u64 m = 0;
+  for (int k = 0; k < 64; ++k) m |= static_cast<u64>(p[k] == SEP) << k;
+  return m;
+#endif
+}
+
+// The positions of the set bits of m, plus base, appended at out (which has room for 64 more).
+FS_INLINE i64* put_bits(u64 m, i64 base, i64* out) {
+  while (m) {
+    *out++ = base + __builtin_ctzll(m);
+    m &= m - 1;
+  }
+  return out;
+}
+
+// Passes 2 and 3 over lo[0:n] (followed by PAD bytes of SEP).
+void split_and_key(Scratch& S) {
+  const i64 n = S.n;
+  S.lo.reserve(static_cast<std::size_t>(n + PAD), static_cast<std::size_t>(n));
+  std::memset(S.lo.p + n, SEP, PAD);
+  const unsigned char* lo = S.lo.p;
+  // A token is at most every other byte: n / 2 + 1 starts, + 64 for put_bits' slack.
+  const std::size_t most = static_cast<std::size_t>(n / 2 + 1 + 64);
+  S.starts.reserve(most);
+  S.ends.reserve(most);
+  i64 *st = S.starts.p, *en = S.ends.p;
+  u64 prev_tok = 0;  // whether the byte before the block is in a token (bit 0)
+  // Blocks up to and including the one holding lo[n] (a SEP): every token ends in them.
+  for (i64 b = 0; b <= n; b += 64) {
+    const u64 tok = ~sep_mask64(lo + b);
+    const u64 before = (tok << 1) | prev_tok;  // bit k: byte k-1 is in a token
+    st = put_bits(tok & ~before, b, st);
+    en = put_bits(~tok & before, b, en);
+    prev_tok = tok >> 63;
+  }
+  const i64 nt = st - S.starts.p;
+  S.toks.reserve(static_cast<std::size_t>(nt));
+  Scratch::Tok* tk = S.toks.p;
+  const i64* e = S.ends.p;
+  for (i64 j = 0; j < nt; ++j) {
+    const i64 a = S.starts.p[j];
+    const u32 len = static_cast<u32>(e[j] - a);
+    const unsigned char* p = lo + a;
+    // Bytes of the last (partial) word past the token: SEP.  (len - 1) % 8 + 1 bytes are its own.
+    u64 key = load8(p);
+    if (len < 8) key |= ~u64{0} << (8 * len);
+    u64 h = key * 0x9E3779B97F4A7C15ull;
+    if (len > 8) {
+      for (u32 k = 8; k < len; k += 8) {
+        u64 w = load8(p + k);
+        const u32 r = len - k;
+        if (r < 8) w |= ~u64{0} << (8 * r);
+        h = (h ^ (h >> 29) ^ w) * 0xBF58476D1CE4E5B9ull;
+      }
+      h ^= len;
+    }
+    h ^= h >> 32;
+    tk[j] = Scratch::Tok{key, h * 0x94D049BB133111EBull, a, len};
+  }
+  S.nt = nt;
+}
+
+FS_INLINE void tokenize(const Text& t, const Rules& R, const LowerTable& L, Scratch& S) {
+  switch (t.kind) {
+    case 0:
+      if (!R.strip_html || R.space_sep) normalise_ascii(static_cast<const unsigned char*>(t.data), t.len, R, S);
+      else normalise_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, S);
+      break;
+    case 1: normalise_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, S); break;
+    case 2: normalise_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, S); break;
+    default: normalise_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, S); break;
+  }
+  split_and_key(S);
 }
 
 // ---------------------------------------------------------------- word table
-// UTF-8 bytes -> dense id in first-insert order, with the word's count, documents, and the
-// last text that counted it.  Open addressing (linear probing, <= 1/2 full); one 64-byte
-// entry per word keeps its first 24 bytes, so a lookup of a word of <= 24 bytes touches a
-// slot and an entry and nothing else.
+// UTF-8 bytes -> dense id in first-insert order.  Open addressing (linear probing, <= 1/2
+// full).  A slot holds the word's key (its first 8 bytes, SEP-padded), length, id, count,
+// documents and the last text that counted it, so a word of <= 8 bytes (most of them) is
+// found and counted by touching its slot alone; longer ones also compare the rest of their
+// bytes, kept SEP-padded to whole 8-byte words.
 struct WordTable {
   struct Slot {
-    u32 hash, id1;  // id1 = id + 1; 0 = empty
-  };
-  struct alignas(64) Entry {
-    u64 pre[3];  // the first 24 bytes, zero-padded
-    u32 len, hash;
-    u64 start;  // offset in `bytes`
-    i64 count, docs, last;
+    u64 key;
+    u32 len, id1;  // id1 = id + 1; 0 = empty
+    u64 count;
+    u32 docs, last;  // last: 1 + the index (in its part) of the last text that counted it
   };
   std::vector<Slot> slots;
   int shift = 0;
-  std::vector<Entry> e;
-  std::vector<unsigned char> bytes;  // every word's bytes, back to back
+  std::vector<u32> where;            // per id: its slot
+  std::vector<u64> start, hash;      // per id: offset of its bytes in `bytes`, its hash
+  std::vector<unsigned char> bytes;  // every word's bytes, each SEP-padded to a multiple of 8
 
   WordTable() { rehash(1 << 12); }
-  u32 size() const { return static_cast<u32>(e.size()); }
-  FS_INLINE std::size_t slot_of(u32 h) const { return (h * 0x9E3779B1u) >> shift; }
+  u32 size() const { return static_cast<u32>(where.size()); }
+  const Slot& of(u32 id) const { return slots[where[id]]; }
+  Slot& of(u32 id) { return slots[where[id]]; }
+  FS_INLINE std::size_t slot_of(u64 h) const { return static_cast<std::size_t>(h >> shift); }
   void rehash(std::size_t cap) {
-    slots.assign(cap, Slot{0, 0});
-    shift = 32 - __builtin_ctzll(cap);
+    std::vector<Slot> old(cap, Slot{0, 0, 0, 0, 0, 0});
+    old.swap(slots);
+    shift = 64 - __builtin_ctzll(cap);
     const std::size_t mask = cap - 1;
     for (u32 id = 0; id < size(); ++id) {
-      std::size_t k = slot_of(e[id].hash);
+      std::size_t k = slot_of(hash[id]);
       while (slots[k].id1) k = (k + 1) & mask;
-      slots[k] = Slot{e[id].hash, id + 1};
+      slots[k] = old[where[id]];
+      where[id] = static_cast<u32>(k);
     }
   }
-  FS_INLINE bool same(const Entry& x, const unsigned char* p, u32 n) const {
-    if (x.len != n) return false;
-    const u32 m = n < 24 ? n : 24;
-    for (u32 k = 0; k < m; k += 8)
-      if (x.pre[k / 8] != load8(p + k)) return false;
-    return n <= 24 || std::memcmp(bytes.data() + x.start + 24, p + 24, n - 24) == 0;
+  FS_INLINE void prefetch(u64 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
+  // Bytes 8.. of word `id` equal p[8:n] (p readable up to a multiple of 8 past n).
+  FS_INLINE bool same_tail(u32 id, const unsigned char* p, u32 n) const {
+    const unsigned char* q = bytes.data() + start[id];
+    for (u32 k = 8; k < n; k += 8) {
+      u64 w = load8(p + k);
+      if (n - k < 8) w |= ~u64{0} << (8 * (n - k));
+      if (w != load8(q + k)) return false;
+    }
+    return true;
   }
-  FS_INLINE void prefetch_slot(u32 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
-  // The entry the word with hash h most likely has (its slot was prefetched earlier).
-  FS_INLINE void prefetch_entry(u32 h) const {
-    const Slot sl = slots[slot_of(h)];
-    if (sl.id1) __builtin_prefetch(&e[sl.id1 - 1]);
-  }
-  // The id of the word p[0:n] (zero-padded to a multiple of 8), inserting it if new.
-  FS_INLINE u32 get_or_add(const unsigned char* p, u32 n, u32 h) {
+  // The slot of the word p[0:n] with this key and hash, inserting the word if new.
+  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, u64 key, u64 h) {
     const std::size_t mask = slots.size() - 1;
     std::size_t k = slot_of(h);
     for (;;) {
-      const Slot sl = slots[k];
+      Slot& sl = slots[k];
       if (!sl.id1) break;
-      if (sl.hash == h && same(e[sl.id1 - 1], p, n)) return sl.id1 - 1;
+      if (sl.key == key && sl.len == n && (n <= 8 || same_tail(sl.id1 - 1, p, n))) return sl;
       k = (k + 1) & mask;
     }
+    return add(k, p, n, key, h);
+  }
+  Slot& add(std::size_t k, const unsigned char* p, u32 n, u64 key, u64 h) {
+    if (size() >= static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
     const u32 id = size();
-    slots[k] = Slot{h, id + 1};
-    Entry x{};
-    for (u32 j = 0; j < n && j < 24; j += 8) x.pre[j / 8] = load8(p + j);
-    x.len = n;
-    x.hash = h;
-    x.start = bytes.size();
-    x.last = -1;
-    e.push_back(x);
+    slots[k] = Slot{key, n, id + 1, 0, 0, 0};
+    where.push_back(static_cast<u32>(k));
+    start.push_back(bytes.size());
+    hash.push_back(h);
     bytes.insert(bytes.end(), p, p + n);
+    bytes.resize(bytes.size() + (8 - n % 8) % 8, SEP);
     if (2 * (static_cast<std::size_t>(id) + 1) > slots.size()) rehash(slots.size() * 2);
-    return id;
+    return of(id);
   }
 };
 
 // One thread's share of a fit: a contiguous range of texts.
 struct Part {
   WordTable words;
-  std::vector<i32> ids;  // per token, the id in `words` (kept only when asked for)
+  Buf<i32> ids;  // per token, the id in `words` (kept only when asked for)
   i64 ntok = 0;
   bool surrogate = false;
 };
 
 void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTable& L, bool keep_ids, i64* lens,
               Part& P) {
-  Tokens T;
+  Scratch S;
   WordTable& W = P.words;
+  if (keep_ids) {  // about 5.5 characters a token in English: rarely grown
+    i64 chars = 0;
+    for (i64 b = b0; b < b1; ++b) chars += texts[b].len;
+    P.ids.reserve(static_cast<std::size_t>(chars / 4 + 64));
+  }
   for (i64 b = b0; b < b1; ++b) {
-    scan(texts[b], R, L, T);
-    const i64 nt = static_cast<i64>(T.nt);
-    Tokens::Tok* tk = T.tv.data();
-    for (i64 j = 0; j < nt; ++j) tk[j].hash = word_hash(T.p + tk[j].start, tk[j].len);
+    tokenize(texts[b], R, L, S);
+    const i64 nt = S.nt;
+    const Scratch::Tok* tk = S.toks.p;
     i32* ids = nullptr;
     if (keep_ids) {
-      P.ids.resize(P.ids.size() + nt);
-      ids = P.ids.data() + P.ids.size() - nt;
+      P.ids.reserve(static_cast<std::size_t>(P.ntok + nt), static_cast<std::size_t>(P.ntok));
+      ids = P.ids.p + P.ntok;
     }
+    const u32 tb = static_cast<u32>(b - b0 + 1);
     for (i64 j = 0; j < nt; ++j) {
-      // Table memory a few tokens ahead: the slot, then (once it has arrived) the entry.
-      if (j + 8 < nt) W.prefetch_slot(tk[j + 8].hash);
-      if (j + 4 < nt) W.prefetch_entry(tk[j + 4].hash);
-      const u32 id = W.get_or_add(T.p + tk[j].start, tk[j].len, tk[j].hash);
-      WordTable::Entry& x = W.e[id];
+      if (j + 6 < nt) W.prefetch(tk[j + 6].hash);  // table memory a few tokens ahead
+      WordTable::Slot& x = W.get_or_add(S.lo.p + tk[j].start, tk[j].len, tk[j].key, tk[j].hash);
       ++x.count;
-      if (x.last != b) {  // each text counts once per word
-        x.last = b;
-        ++x.docs;
-      }
-      if (ids) ids[j] = static_cast<i32>(id);
+      x.docs += x.last != tb;  // each text counts once per word
+      x.last = tb;
+      if (ids) ids[j] = static_cast<i32>(x.id1 - 1);
     }
     lens[b] = nt;
     P.ntok += nt;
   }
-  P.surrogate = T.surrogate;
+  P.surrogate = S.surrogate;
 }
 
 template <class T>
@@ -422,8 +540,15 @@ Rules make_rules(bool lower, bool strip_html, const std::u32string& split_filter
     const bool sep = split_filters.find(static_cast<char32_t>(l)) != std::u32string::npos;
     R.amap[c] = static_cast<short>(sep ? -1 : l);
   }
-  std::copy(R.amap, R.amap + 128, R.fast);
-  if (strip_html) R.fast['<'] = -2;
+  for (int c = 0; c < 128; ++c) R.map8[c] = R.amap[c] < 0 ? SEP : static_cast<unsigned char>(R.amap[c]);
+  R.space_sep = R.amap[' '] < 0;
+  R.lower = lower;
+  R.avx2 = active_isa() != Isa::scalar;
+  for (int l = 0; l < 16; ++l) {
+    R.sep_nibble[l] = 0;
+    for (int h = 0; h < 8; ++h)
+      if (split_filters.find(static_cast<char32_t>(16 * h + l)) != std::u32string::npos) R.sep_nibble[l] |= 1 << h;
+  }
   for (char32_t c : split_filters)
     if (c >= 128) R.wide.push_back(static_cast<u32>(c));
   std::sort(R.wide.begin(), R.wide.end());
@@ -508,18 +633,15 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     // in their own first-seen order.
     std::vector<std::vector<i32>> remap(nparts);
     WordTable& G = parts[0]->words;
-    std::vector<unsigned char> key;
     for (int p = 1; p < nparts; ++p) {
       WordTable& W = parts[p]->words;
       remap[p].resize(W.size());
       for (u32 l = 0; l < W.size(); ++l) {
-        const WordTable::Entry& x = W.e[l];
-        key.assign(W.bytes.data() + x.start, W.bytes.data() + x.start + x.len);
-        key.resize(x.len + 16, 0);
-        const u32 g = G.get_or_add(key.data(), x.len, x.hash);
-        G.e[g].count += x.count;
-        G.e[g].docs += x.docs;
-        remap[p][l] = static_cast<i32>(g);
+        const WordTable::Slot& x = W.of(l);
+        WordTable::Slot& g = G.get_or_add(W.bytes.data() + W.start[l], x.len, x.key, W.hash[l]);
+        g.count += x.count;
+        g.docs += x.docs;
+        remap[p][l] = static_cast<i32>(g.id1 - 1);
       }
     }
     if (G.size() > static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
@@ -533,11 +655,12 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
       prov.resize(tok0[nparts]);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
       for (int p = 0; p < nparts; ++p) {
-        const std::vector<i32>& ids = parts[p]->ids;
+        const i32* ids = parts[p]->ids.p;
+        const i64 m = parts[p]->ntok;
         i32* out = prov.data() + tok0[p];
-        if (p == 0) std::copy(ids.begin(), ids.end(), out);
+        if (p == 0) std::copy(ids, ids + m, out);
         else
-          for (std::size_t k = 0; k < ids.size(); ++k) out[k] = remap[p][ids[k]];
+          for (i64 k = 0; k < m; ++k) out[k] = remap[p][ids[k]];
       }
     }
   }
@@ -548,16 +671,17 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   counts.resize(V);
   docs.resize(V);
   for (u32 g = 0; g < V; ++g) {
-    const WordTable::Entry& x = G.e[g];
-    const char* b = reinterpret_cast<const char*>(G.bytes.data() + x.start);
+    const WordTable::Slot& x = G.of(g);
+    const char* b = reinterpret_cast<const char*>(G.bytes.data() + G.start[g]);
+    const u32 n = x.len;
     // surrogatepass: a lone surrogate in a text comes back as itself, as Python's split keeps it.
-    PyObject* w = PyUnicode_DecodeUTF8(b, x.len, "surrogatepass");
+    PyObject* w = PyUnicode_DecodeUTF8(b, n, "surrogatepass");
     if (!w) throw py::error_already_set();
     PyList_SET_ITEM(words.ptr(), g, w);
     u32 h = FNV_OFFSET;  // the n-gram hash of a word: 32-bit FNV-1a of its UTF-8 bytes
-    for (u32 k = 0; k < x.len; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
+    for (u32 k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
     whash[g] = h;
-    counts[g] = x.count;
+    counts[g] = static_cast<i64>(x.count);
     docs[g] = x.docs;
   }
   parts.clear();

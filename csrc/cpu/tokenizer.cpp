@@ -17,6 +17,9 @@
 // count.  The per-token provisional ids are kept so that encoding the fitted texts again
 // needs no second pass over the text.
 #include <omp.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #endif
@@ -155,6 +158,60 @@ FS_INLINE u64 load8(const unsigned char* p) {
 // The tokens then go to the word table, whose slots are prefetched a few tokens ahead.
 constexpr unsigned char SEP = 0xFF;
 constexpr i64 PAD = 64;
+constexpr u32 KEYW = 2;  // 8-byte words of a token's key (the word table keeps them in the slot)
+
+// Memory for the scratch and result arrays.  A large block (>= 1 MiB: the token ids, the
+// word tables) comes straight from the kernel (mmap) with huge pages requested: zero-filled
+// without a memset, a page fault per 2 MiB instead of per 4 KiB, grown in place (mremap),
+// and returned at once when freed.  Smaller blocks come from malloc.
+namespace mem {
+constexpr std::size_t BIG = std::size_t{1} << 20;
+inline bool big(std::size_t bytes) {
+#ifdef __linux__
+  return bytes >= BIG;
+#else
+  return false;
+#endif
+}
+inline void* alloc(std::size_t bytes, bool zero) {
+#ifdef __linux__
+  if (big(bytes)) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+  }
+#endif
+  void* p = zero ? std::calloc(bytes ? bytes : 1, 1) : std::malloc(bytes ? bytes : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+inline void release(void* p, std::size_t bytes) {
+  if (!p) return;
+#ifdef __linux__
+  if (big(bytes)) {
+    munmap(p, bytes);
+    return;
+  }
+#endif
+  std::free(p);
+}
+// A block of `bytes` grown to `want` bytes, its first `keep` bytes kept.
+inline void* grow(void* p, std::size_t bytes, std::size_t want, std::size_t keep) {
+#ifdef __linux__
+  if (p && big(bytes)) {
+    void* q = mremap(p, bytes, want, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) throw std::bad_alloc();
+    madvise(q, want, MADV_HUGEPAGE);
+    return q;
+  }
+#endif
+  void* q = alloc(want, false);
+  if (keep) std::memcpy(q, p, keep);
+  release(p, bytes);
+  return q;
+}
+}  // namespace mem
 
 // Growable array of a trivially copyable type, not zero-filled (std::vector::resize is):
 // the scratch buffers are sized for the largest text and rewritten per text.
@@ -165,26 +222,48 @@ struct Buf {
   Buf() = default;
   Buf(const Buf&) = delete;
   Buf& operator=(const Buf&) = delete;
-  ~Buf() { std::free(p); }
+  ~Buf() { mem::release(p, cap * sizeof(T)); }
   // Room for n elements; the first `keep` are kept.
   void reserve(std::size_t n, std::size_t keep = 0) {
     if (n <= cap) return;
     const std::size_t c = std::max<std::size_t>({n, 2 * cap, 64});
-    T* q = static_cast<T*>(std::malloc(c * sizeof(T)));
-    if (!q) throw std::bad_alloc();
-    if (keep) std::memcpy(q, p, keep * sizeof(T));
-    std::free(p);
-    p = q;
+    p = static_cast<T*>(mem::grow(p, cap * sizeof(T), c * sizeof(T), keep * sizeof(T)));
     cap = c;
   }
+  // Exactly n elements (the first min(n, cap) kept).
+  void resize_exact(std::size_t n) {
+    if (n == cap) return;
+    p = static_cast<T*>(mem::grow(p, cap * sizeof(T), n * sizeof(T), std::min(n, cap) * sizeof(T)));
+    cap = n;
+  }
 };
+
+// The first n elements of a Buf as a NumPy array that owns the memory.
+template <class T>
+py::array_t<T> buf_to_numpy(Buf<T>& b, std::size_t n) {
+  b.resize_exact(std::max<std::size_t>(n, 1));
+  struct Owner {
+    void* p;
+    std::size_t bytes;
+  };
+  auto* o = new Owner{b.p, b.cap * sizeof(T)};
+  b.p = nullptr;
+  b.cap = 0;
+  py::capsule owner(o, [](void* q) {
+    auto* w = static_cast<Owner*>(q);
+    mem::release(w->p, w->bytes);
+    delete w;
+  });
+  return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, static_cast<T*>(o->p),
+                        owner);
+}
 
 struct Scratch {
   Buf<unsigned char> lo;  // pass 1
   i64 n = 0;              // bytes in lo before the padding
   Buf<i64> starts, ends;  // pass 2
   struct Tok {
-    u64 key, hash;
+    u64 key[KEYW], hash;  // key: key_word 0..KEYW-1
     i64 start;
     u32 len;
   };
@@ -334,6 +413,32 @@ FS_INLINE i64* put_bits(u64 m, i64 base, i64* out) {
   return out;
 }
 
+
+// Word k (k < KEYW) of a token's key: its bytes 8k..8k+7 with those past its end set to SEP.
+// p must be readable up to 8 (k + 1) bytes (a token in lo: PAD bytes follow it).
+FS_INLINE u64 key_word(const unsigned char* p, u32 n, u32 k) {
+  const u32 own = n > 8 * k ? std::min<u32>(n - 8 * k, 8) : 0;  // bytes of the token in this word
+  const u64 pad = own == 8 ? 0 : ~u64{0} << (8 * own);        // branch-free (cmov)
+  return load8(p + 8 * k) | pad;
+}
+// The same for a word whose bytes may end (SEP-padded to a multiple of 8) at p + n.
+FS_INLINE u64 key_word_stored(const unsigned char* p, u32 n, u32 k) {
+  return 8 * k < n ? key_word(p, n, k) : ~u64{0};
+}
+
+// 64-bit hash of a token from its key words and, past 8 KEYW bytes, its other bytes.
+FS_INLINE u64 word_hash(const unsigned char* p, u32 n, const u64* key) {
+  u64 h = key[0] * 0x9E3779B97F4A7C15ull;
+  h = (h ^ (h >> 29) ^ key[1]) * 0xBF58476D1CE4E5B9ull;
+  for (u32 k = 8 * KEYW; k < n; k += 8) {
+    u64 w = load8(p + k);
+    if (n - k < 8) w |= ~u64{0} << (8 * (n - k));
+    h = (h ^ (h >> 29) ^ w) * 0xBF58476D1CE4E5B9ull;
+  }
+  h ^= h >> 32;
+  return h * 0x94D049BB133111EBull;
+}
+
 // Passes 2 and 3 over lo[0:n] (followed by PAD bytes of SEP).
 void split_and_key(Scratch& S) {
   const i64 n = S.n;
@@ -362,21 +467,11 @@ void split_and_key(Scratch& S) {
     const i64 a = S.starts.p[j];
     const u32 len = static_cast<u32>(e[j] - a);
     const unsigned char* p = lo + a;
-    // Bytes of the last (partial) word past the token: SEP.  (len - 1) % 8 + 1 bytes are its own.
-    u64 key = load8(p);
-    if (len < 8) key |= ~u64{0} << (8 * len);
-    u64 h = key * 0x9E3779B97F4A7C15ull;
-    if (len > 8) {
-      for (u32 k = 8; k < len; k += 8) {
-        u64 w = load8(p + k);
-        const u32 r = len - k;
-        if (r < 8) w |= ~u64{0} << (8 * r);
-        h = (h ^ (h >> 29) ^ w) * 0xBF58476D1CE4E5B9ull;
-      }
-      h ^= len;
-    }
-    h ^= h >> 32;
-    tk[j] = Scratch::Tok{key, h * 0x94D049BB133111EBull, a, len};
+    Scratch::Tok& t = tk[j];
+    for (u32 k = 0; k < KEYW; ++k) t.key[k] = key_word(p, len, k);
+    t.hash = word_hash(p, len, t.key);
+    t.start = a;
+    t.len = len;
   }
   S.nt = nt;
 }
@@ -395,32 +490,40 @@ FS_INLINE void tokenize(const Text& t, const Rules& R, const LowerTable& L, Scra
 }
 
 // ---------------------------------------------------------------- word table
-// UTF-8 bytes -> dense id in first-insert order.  Open addressing (linear probing, <= 1/2
-// full).  A slot holds the word's key (its first 8 bytes, SEP-padded), length, id, count,
-// documents and the last text that counted it, so a word of <= 8 bytes (most of them) is
-// found and counted by touching its slot alone; longer ones also compare the rest of their
-// bytes, kept SEP-padded to whole 8-byte words.
+// UTF-8 bytes -> dense id in first-insert order, with the word's count, documents and the
+// last text that counted it.  Open addressing (linear probing, <= 1/2 full), 32-byte slots.
+// A slot holds the word's first 16 bytes (SEP-padded: a word of < 16 bytes is its key)
+// and its stats, so a word of <= 16 bytes (nearly all) is found and counted by touching its
+// slot alone; a longer one is flagged and also compares its length and other bytes.
+// Counts and documents are 32-bit in the slot; a wrap adds 2**32 to the word's 64-bit
+// overflow (`high`), which a fit of fewer than 2**32 tokens never touches.
 struct WordTable {
+  static constexpr u32 LONG = 0x80000000u;
   struct Slot {
-    u64 key;
-    u32 len, id1;  // id1 = id + 1; 0 = empty
-    u64 count;
-    u32 docs, last;  // last: 1 + the index (in its part) of the last text that counted it
+    u64 key[KEYW];
+    u32 id1;  // id + 1 (0 = empty), | LONG for a word of more than 8 KEYW bytes
+    u32 count, docs, last;  // last: 1 + the index (in its part) of the last text that counted it
   };
-  std::vector<Slot> slots;
+  Slot* slots = nullptr;  // nslots zero-initialised slots (mem::alloc)
+  std::size_t nslots = 0;
   int shift = 0;
-  std::vector<u32> where;            // per id: its slot
+  std::vector<u32> where, len;       // per id: its slot, its length
   std::vector<u64> start, hash;      // per id: offset of its bytes in `bytes`, its hash
   std::vector<unsigned char> bytes;  // every word's bytes, each SEP-padded to a multiple of 8
+  std::vector<std::pair<u32, u64>> high;  // (id, 2**32 per wrap of count) / docs: (id | LONG, ...)
 
   WordTable() { rehash(1 << 12); }
+  ~WordTable() { mem::release(slots, nslots * sizeof(Slot)); }
+  WordTable(const WordTable&) = delete;
+  WordTable& operator=(const WordTable&) = delete;
   u32 size() const { return static_cast<u32>(where.size()); }
   const Slot& of(u32 id) const { return slots[where[id]]; }
-  Slot& of(u32 id) { return slots[where[id]]; }
   FS_INLINE std::size_t slot_of(u64 h) const { return static_cast<std::size_t>(h >> shift); }
   void rehash(std::size_t cap) {
-    std::vector<Slot> old(cap, Slot{0, 0, 0, 0, 0, 0});
-    old.swap(slots);
+    Slot* old = slots;
+    const std::size_t nold = nslots;
+    slots = static_cast<Slot*>(mem::alloc(cap * sizeof(Slot), true));
+    nslots = cap;
     shift = 64 - __builtin_ctzll(cap);
     const std::size_t mask = cap - 1;
     for (u32 id = 0; id < size(); ++id) {
@@ -429,41 +532,66 @@ struct WordTable {
       slots[k] = old[where[id]];
       where[id] = static_cast<u32>(k);
     }
+    mem::release(old, nold * sizeof(Slot));
   }
   FS_INLINE void prefetch(u64 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
-  // Bytes 8.. of word `id` equal p[8:n] (p readable up to a multiple of 8 past n).
-  FS_INLINE bool same_tail(u32 id, const unsigned char* p, u32 n) const {
+  // Word `id` is p[0:n], given equal keys (p readable up to a multiple of 8 past n).
+  FS_INLINE bool same_long(u32 id, const unsigned char* p, u32 n) const {
+    if (len[id] != n) return false;
     const unsigned char* q = bytes.data() + start[id];
-    for (u32 k = 8; k < n; k += 8) {
+    for (u32 k = 8 * KEYW; k < n; k += 8) {
       u64 w = load8(p + k);
       if (n - k < 8) w |= ~u64{0} << (8 * (n - k));
       if (w != load8(q + k)) return false;
     }
     return true;
   }
-  // The slot of the word p[0:n] with this key and hash, inserting the word if new.
-  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, u64 key, u64 h) {
-    const std::size_t mask = slots.size() - 1;
+  // The slot of the word p[0:n] with this key (key_word 0..KEYW-1) and hash, inserting it if new.
+  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, const u64* key, u64 h) {
+    const std::size_t mask = nslots - 1;
+    const u32 lng = n > 8 * KEYW ? LONG : 0;
     std::size_t k = slot_of(h);
     for (;;) {
       Slot& sl = slots[k];
       if (!sl.id1) break;
-      if (sl.key == key && sl.len == n && (n <= 8 || same_tail(sl.id1 - 1, p, n))) return sl;
+      if (((sl.key[0] ^ key[0]) | (sl.key[1] ^ key[1]) | ((sl.id1 & LONG) ^ lng)) == 0 &&
+          (!lng || same_long((sl.id1 & ~LONG) - 1, p, n)))
+        return sl;
       k = (k + 1) & mask;
     }
     return add(k, p, n, key, h);
   }
-  Slot& add(std::size_t k, const unsigned char* p, u32 n, u64 key, u64 h) {
+  Slot& add(std::size_t k, const unsigned char* p, u32 n, const u64* key, u64 h) {
     if (size() >= static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
     const u32 id = size();
-    slots[k] = Slot{key, n, id + 1, 0, 0, 0};
+    slots[k] = Slot{{key[0], key[1]}, (id + 1) | (n > 8 * KEYW ? LONG : 0), 0, 0, 0};
     where.push_back(static_cast<u32>(k));
+    len.push_back(n);
     start.push_back(bytes.size());
     hash.push_back(h);
     bytes.insert(bytes.end(), p, p + n);
     bytes.resize(bytes.size() + (8 - n % 8) % 8, SEP);
-    if (2 * (static_cast<std::size_t>(id) + 1) > slots.size()) rehash(slots.size() * 2);
-    return of(id);
+    if (2 * (static_cast<std::size_t>(id) + 1) > nslots) rehash(nslots * 2);
+    return slots[where[id]];
+  }
+  static u32 id_of(const Slot& sl) { return (sl.id1 & ~LONG) - 1; }
+  // One more occurrence of the word in slot x, in text tb.
+  FS_INLINE void count(Slot& x, u32 tb) {
+    if (__builtin_expect(++x.count == 0, 0)) high.emplace_back(id_of(x), u64{1} << 32);
+    const u32 seen = x.last != tb;  // each text counts once per word (branch-free)
+    x.docs += seen;
+    x.last = tb;
+    if (__builtin_expect(seen & (x.docs == 0), 0)) high.emplace_back(id_of(x) | LONG, u64{1} << 32);
+  }
+  // Per id: count and documents, 64-bit.
+  void totals(std::vector<i64>& counts, std::vector<i64>& docs) const {
+    counts.resize(size());
+    docs.resize(size());
+    for (u32 id = 0; id < size(); ++id) {
+      counts[id] = of(id).count;
+      docs[id] = of(id).docs;
+    }
+    for (const auto& e : high) (e.first & LONG ? docs[e.first & ~LONG] : counts[e.first]) += static_cast<i64>(e.second);
   }
 };
 
@@ -497,10 +625,8 @@ void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTabl
     for (i64 j = 0; j < nt; ++j) {
       if (j + 6 < nt) W.prefetch(tk[j + 6].hash);  // table memory a few tokens ahead
       WordTable::Slot& x = W.get_or_add(S.lo.p + tk[j].start, tk[j].len, tk[j].key, tk[j].hash);
-      ++x.count;
-      x.docs += x.last != tb;  // each text counts once per word
-      x.last = tb;
-      if (ids) ids[j] = static_cast<i32>(x.id1 - 1);
+      W.count(x, tb);
+      if (ids) ids[j] = static_cast<i32>(WordTable::id_of(x));
     }
     lens[b] = nt;
     P.ntok += nt;
@@ -588,6 +714,8 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   py::tuple texts = py::reinterpret_steal<py::tuple>(PySequence_Tuple(texts_obj.ptr()));
   if (!texts) throw py::error_already_set();
   const i64 B = static_cast<i64>(texts.size());
+  // A word table keeps "the last text that counted the word" as a 32-bit index in its part.
+  if (B >= static_cast<i64>(UINT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**32 - 2 texts in one call");
   std::vector<py::object> lowered;  // str.lower() of non-ASCII texts when the tables do not apply
   std::vector<Text> refs(B);
   for (i64 b = 0; b < B; ++b) {
@@ -606,7 +734,7 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   const LowerTable& L = lower_table();
 
   std::vector<i64> offsets(B + 1, 0);
-  std::vector<i32> prov;
+  i64 ntok = 0;
   std::vector<i64> counts, docs;
   std::vector<std::unique_ptr<Part>> parts;
   bool surrogate = false;
@@ -614,12 +742,11 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     py::gil_scoped_release nogil;
     i64 chars = 0;
     for (const Text& t : refs) chars += t.len;
-    // Small inputs on one thread (a parallel region costs more than they do).
-    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise 4
-    // ranges per thread, taken dynamically: a thread that the OS delays (the machine is
-    // shared) holds up less; merging 4x as many tables costs a few ms.
+    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise 2
+    // ranges per thread, taken dynamically: a thread that the OS delays (the machine may be
+    // shared) holds up less; each more range costs a table to build and merge.
     const int nthreads = chars < parallel_min_chars ? 1 : std::max(1, get_num_threads());
-    const int nparts = nthreads == 1 ? 1 : 4 * nthreads;
+    const int nparts = nthreads == 1 ? 1 : 2 * nthreads;
     const std::vector<i64> bounds = split_ranges(refs, nparts);
     for (int p = 0; p < nparts; ++p) parts.emplace_back(new Part());
     Failure fail;
@@ -633,18 +760,27 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     // in their own first-seen order.
     std::vector<std::vector<i32>> remap(nparts);
     WordTable& G = parts[0]->words;
+    G.totals(counts, docs);
+    std::vector<i64> pc, pd;
     for (int p = 1; p < nparts; ++p) {
       WordTable& W = parts[p]->words;
+      W.totals(pc, pd);
       remap[p].resize(W.size());
       for (u32 l = 0; l < W.size(); ++l) {
-        const WordTable::Slot& x = W.of(l);
-        WordTable::Slot& g = G.get_or_add(W.bytes.data() + W.start[l], x.len, x.key, W.hash[l]);
-        g.count += x.count;
-        g.docs += x.docs;
-        remap[p][l] = static_cast<i32>(g.id1 - 1);
+        if (l + 8 < W.size()) G.prefetch(W.hash[l + 8]);  // G is large: its slots a few words ahead
+        const unsigned char* w = W.bytes.data() + W.start[l];
+        const u32 n = W.len[l];
+        const u64 key[KEYW] = {key_word_stored(w, n, 0), key_word_stored(w, n, 1)};
+        const u32 g = WordTable::id_of(G.get_or_add(w, n, key, W.hash[l]));
+        if (g == counts.size()) {
+          counts.push_back(0);
+          docs.push_back(0);
+        }
+        counts[g] += pc[l];
+        docs[g] += pd[l];
+        remap[p][l] = static_cast<i32>(g);
       }
     }
-    if (G.size() > static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
     std::vector<i64> tok0(nparts + 1, 0);
     for (int p = 0; p < nparts; ++p) {
       tok0[p + 1] = tok0[p] + parts[p]->ntok;
@@ -652,28 +788,26 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     }
     for (i64 b = 0; b < B; ++b) offsets[b + 1] += offsets[b];
     if (keep_ids) {
-      prov.resize(tok0[nparts]);
+      // Part 0's ids, grown in place, take the others' after them (mapped to merged ids).
+      Buf<i32>& prov = parts[0]->ids;
+      prov.reserve(static_cast<std::size_t>(tok0[nparts]), static_cast<std::size_t>(tok0[1]));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
-      for (int p = 0; p < nparts; ++p) {
+      for (int p = 1; p < nparts; ++p) {
         const i32* ids = parts[p]->ids.p;
-        const i64 m = parts[p]->ntok;
-        i32* out = prov.data() + tok0[p];
-        if (p == 0) std::copy(ids, ids + m, out);
-        else
-          for (i64 k = 0; k < m; ++k) out[k] = remap[p][ids[k]];
+        const i32* map = remap[p].data();
+        i32* out = prov.p + tok0[p];
+        for (i64 k = 0, m = parts[p]->ntok; k < m; ++k) out[k] = map[ids[k]];
       }
+      ntok = tok0[nparts];
     }
   }
   WordTable& G = parts[0]->words;
   const u32 V = G.size();
   py::list words(V);
   std::vector<u64> whash(V);
-  counts.resize(V);
-  docs.resize(V);
   for (u32 g = 0; g < V; ++g) {
-    const WordTable::Slot& x = G.of(g);
     const char* b = reinterpret_cast<const char*>(G.bytes.data() + G.start[g]);
-    const u32 n = x.len;
+    const u32 n = G.len[g];
     // surrogatepass: a lone surrogate in a text comes back as itself, as Python's split keeps it.
     PyObject* w = PyUnicode_DecodeUTF8(b, n, "surrogatepass");
     if (!w) throw py::error_already_set();
@@ -681,11 +815,13 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     u32 h = FNV_OFFSET;  // the n-gram hash of a word: 32-bit FNV-1a of its UTF-8 bytes
     for (u32 k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
     whash[g] = h;
-    counts[g] = static_cast<i64>(x.count);
-    docs[g] = x.docs;
   }
-  parts.clear();
-  py::object prov_out = keep_ids ? py::object(to_numpy(std::move(prov))) : py::object(py::none());
+  py::object prov_out = keep_ids ? py::object(buf_to_numpy(parts[0]->ids, static_cast<std::size_t>(ntok)))
+                                 : py::object(py::none());
+  {
+    py::gil_scoped_release nogil;  // unmapping the tables takes a moment
+    parts.clear();
+  }
   return py::make_tuple(words, to_numpy(std::move(counts)), to_numpy(std::move(docs)), to_numpy(std::move(whash)),
                         prov_out, to_numpy(std::move(offsets)), surrogate);
 }

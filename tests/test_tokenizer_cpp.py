@@ -2,6 +2,7 @@
 every attribute and every output must be identical, on random Unicode text and on IMDB."""
 import os
 import sys
+from collections import OrderedDict
 import unicodedata
 from pathlib import Path
 
@@ -204,6 +205,73 @@ def test_inputs_the_cpp_code_leaves_to_python():
         py.fit_on_texts(["a,b! c"])
         cc.fit_on_texts(["a,b! c"])
         assert_same_vocabulary(py, cc)
+
+
+LAZY = ("word_counts", "word_docs", "word_index", "index_word", "index_docs")
+
+
+@given(
+    texts=TEXTS,
+    queries=TEXTS,
+    num_words=st.sampled_from([None, 0, 2, 5]),
+    oov=st.sampled_from([None, "<OOV>", "a"]),
+    ngrams=st.sampled_from([1, 2]),
+    reads=st.permutations(LAZY),
+    n_read=st.integers(0, len(LAZY)),
+    later=st.sampled_from(["nothing", "num_words", "oov_token", "set_word_index", "fit_again", "fit_on_sequences"]),
+)
+def test_vocabulary_built_on_first_read(texts, queries, num_words, oov, ngrams, reads, n_read, later):
+    # A first C++ fit leaves Keras' dicts pending: encoding first, reading some of them, then
+    # changing options / fitting again must all match the Python tokenizer, which built them.
+    text._CPP_PARALLEL_MIN_CHARS = 0
+    kw = dict(num_words=num_words, oov_token=oov, ngrams=ngrams, buckets=7)
+    py, cc = both(**kw)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    if oov is None or all(oov not in t.lower() for t in texts):
+        assert cc._pending is not None and not any(n in vars(cc) for n in LAZY)
+    assert cc.vocab_size == py.vocab_size and repr(cc) == repr(py)
+    assert_same_outputs(py, cc, texts)  # from the pending vocabulary
+    for name in reads[:n_read]:  # some attributes built, the others still pending
+        assert list(getattr(cc, name).items()) == list(getattr(py, name).items())
+        assert type(getattr(cc, name)) is type(getattr(py, name))
+    assert_same_outputs(py, cc, texts)
+    assert_same_outputs(py, cc, queries)
+    for tok in (py, cc):
+        if later == "num_words":
+            tok.num_words = 3
+        elif later == "oov_token":
+            tok.oov_token = "<other>"
+        elif later == "set_word_index":
+            tok.word_index = {"a": 2, "b": 3, **({} if oov is None else {oov: 1})}
+        elif later == "fit_again":
+            tok.fit_on_texts(queries)
+        elif later == "fit_on_sequences":
+            tok.fit_on_sequences([[1, 2, 2], [3]])
+    if later != "oov_token":  # else Keras appends None (the new token's id) for unknown words
+        assert_same_outputs(py, cc, texts + queries)
+    assert cc.texts_to_sequences(texts + queries) == py.texts_to_sequences(texts + queries)
+    assert_same_vocabulary(py, cc)
+    assert all(n in vars(cc) for n in LAZY)
+    assert cc.to_json() == py.to_json()
+
+
+def test_pending_vocabulary_survives_copy_and_pickle():
+    import copy
+    import pickle
+
+    texts = ["The cat sat", "the dog, the cat!"]
+    py = Tokenizer(engine="python", oov_token="<OOV>")
+    py.fit_on_texts(texts)
+    for make in (lambda t: pickle.loads(pickle.dumps(t)), copy.deepcopy, copy.copy):
+        cc = Tokenizer(engine="cpp", oov_token="<OOV>")
+        cc.fit_on_texts(texts)
+        c2 = make(cc)
+        assert c2.texts_to_sequences(texts) == py.texts_to_sequences(texts)
+        assert_same_vocabulary(py, c2)
+        assert_same_vocabulary(py, cc)
+    del cc.word_counts  # a deleted attribute reads as Keras' empty value, as on a new Tokenizer
+    assert cc.word_counts == OrderedDict()
 
 
 def test_engine_option():

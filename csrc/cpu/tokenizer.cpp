@@ -902,6 +902,58 @@ struct IntCache {
   }
 };
 
+#ifndef Py_GIL_DISABLED
+// The id lists of texts without n-grams: one int object per distinct id, the lists' item
+// slots filled by all threads (plain pointer stores, GIL held: no Python code runs, and the
+// lists are reachable from nowhere yet), each thread counting the references it stored per
+// word; the int objects' reference counts are then raised by those totals, once each.
+py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out_off, i64 hi) {
+  IntCache ints(std::min<i64>(hi + 1, i64{1} << 24));
+  std::vector<PyObject*> obj(static_cast<std::size_t>(V), nullptr);  // per word: its id's int (a reference)
+  for (i64 v = 0; v < V; ++v)
+    if (E.fin[v] >= 0) obj[v] = ints.get(E.fin[v]);
+  struct Drop {  // the references obj holds, released however this returns
+    std::vector<PyObject*>& o;
+    ~Drop() {
+      for (PyObject* x : o) Py_XDECREF(x);
+    }
+  } drop{obj};
+  GcPause pause;
+  py::list out(B);
+  std::vector<PyObject**> items(static_cast<std::size_t>(B));
+  for (i64 b = 0; b < B; ++b) {
+    PyObject* l = PyList_New(out_off[b + 1] - out_off[b]);
+    if (!l) throw py::error_already_set();
+    PyList_SET_ITEM(out.ptr(), b, l);
+    items[b] = reinterpret_cast<PyListObject*>(l)->ob_item;
+  }
+  const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
+  // Allocated before any item is stored: a failure leaves only lists of NULLs to free.
+  std::vector<std::vector<i64>> uses(nt, std::vector<i64>(static_cast<std::size_t>(V), 0));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    i64* u = uses[omp_get_thread_num()].data();
+#pragma omp for schedule(dynamic, 256)
+    for (i64 b = 0; b < B; ++b) {
+      PyObject** it = items[b];
+      for (i64 j = E.off[b]; j < E.off[b + 1]; ++j) {
+        const i32 w = E.prov[j];
+        if (obj[w]) {
+          *it++ = obj[w];
+          ++u[w];
+        }
+      }
+    }
+  }
+  for (i64 w = 0; w < V; ++w) {
+    i64 c = 0;
+    for (int t = 0; t < nt; ++t) c += uses[t][w];
+    if (c) Py_SET_REFCNT(obj[w], Py_REFCNT(obj[w]) + c);
+  }
+  return out;
+}
+#endif
+
 py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_ids, py::object word_hash, int ngrams,
                             i64 buckets, i64 vocab, bool int32_out, bool as_lists) {
   static const char* OP = "tokenizer_encode";
@@ -938,6 +990,9 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
       shape_error(OP, "prov / offsets out of range");
     }
   }
+#ifndef Py_GIL_DISABLED
+  if (as_lists && ngrams == 1) return word_lists(E, B, V, out_off, hi);
+#endif
   if (as_lists) {
     // Word ids repeat (Zipf): shared ints.  N-gram ids are spread over the buckets: a
     // cache of them would be a random access into megabytes per id, slower than a new int.

@@ -546,20 +546,31 @@ struct WordTable {
     }
     return true;
   }
-  // The slot of the word p[0:n] with this key (key_word 0..KEYW-1) and hash, inserting it if new.
-  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, const u64* key, u64 h) {
+  // The slot of the word p[0:n] with this key (key_word 0..KEYW-1) and hash if present, else
+  // the empty slot where it would go.
+  FS_INLINE std::size_t find(const unsigned char* p, u32 n, const u64* key, u64 h) const {
     const std::size_t mask = nslots - 1;
     const u32 lng = n > 8 * KEYW ? LONG : 0;
     std::size_t k = slot_of(h);
     for (;;) {
-      Slot& sl = slots[k];
-      if (!sl.id1) break;
+      const Slot& sl = slots[k];
+      if (!sl.id1) return k;
       if (((sl.key[0] ^ key[0]) | (sl.key[1] ^ key[1]) | ((sl.id1 & LONG) ^ lng)) == 0 &&
           (!lng || same_long((sl.id1 & ~LONG) - 1, p, n)))
-        return sl;
+        return k;
       k = (k + 1) & mask;
     }
-    return add(k, p, n, key, h);
+  }
+  // The slot of the word, inserting it if new.
+  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, const u64* key, u64 h) {
+    const std::size_t k = find(p, n, key, h);
+    return slots[k].id1 ? slots[k] : add(k, p, n, key, h);
+  }
+  // Room for `more` words without a rehash.
+  void reserve_more(std::size_t more) {
+    std::size_t cap = nslots;
+    while (2 * (size() + more) > cap) cap *= 2;
+    if (cap != nslots) rehash(cap);
   }
   Slot& add(std::size_t k, const unsigned char* p, u32 n, const u64* key, u64 h) {
     if (size() >= static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
@@ -742,43 +753,63 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     py::gil_scoped_release nogil;
     i64 chars = 0;
     for (const Text& t : refs) chars += t.len;
-    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise 2
-    // ranges per thread, taken dynamically: a thread that the OS delays (the machine may be
-    // shared) holds up less; each more range costs a table to build and merge.
+    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise one
+    // range per thread: each more range is one more table to build and merge (measured on
+    // IMDB with 2 threads on a shared machine: 2 ranges beat 4 taken dynamically).
     const int nthreads = chars < parallel_min_chars ? 1 : std::max(1, get_num_threads());
-    const int nparts = nthreads == 1 ? 1 : 2 * nthreads;
+    const int nparts = nthreads;
     const std::vector<i64> bounds = split_ranges(refs, nparts);
     for (int p = 0; p < nparts; ++p) parts.emplace_back(new Part());
     Failure fail;
     i64* lens = offsets.data() + 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nthreads > 1)
     for (int p = 0; p < nparts; ++p)
       fail.run([&] { fit_part(refs.data(), bounds[p], bounds[p + 1], R, L, keep_ids, lens, *parts[p]); });
     fail.check();
 
     // Merge in range order: part 0's table is the start, later parts append their new words
-    // in their own first-seen order.
+    // in their own first-seen order.  First every thread looks words up in part 0's table
+    // (read-only); then the words it lacks are added, in order.
     std::vector<std::vector<i32>> remap(nparts);
     WordTable& G = parts[0]->words;
     G.totals(counts, docs);
+    std::vector<std::vector<u64>> keys(nparts);  // per word of part p: its key words
+    for (int p = 1; p < nparts; ++p) {
+      WordTable& W = parts[p]->words;
+      const i64 nw = W.size();
+      remap[p].resize(nw);
+      keys[p].resize(static_cast<std::size_t>(nw) * KEYW);
+      i32* r = remap[p].data();
+      u64* kk = keys[p].data();
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nw > 4096)
+      for (i64 l = 0; l < nw; ++l) {
+        if (l + 16 < nw) G.prefetch(W.hash[l + 16]);  // G is large: its slots a few words ahead
+        const unsigned char* w = W.bytes.data() + W.start[l];
+        const u32 n = W.len[l];
+        for (u32 k = 0; k < KEYW; ++k) kk[l * KEYW + k] = key_word_stored(w, n, k);
+        const WordTable::Slot& sl = G.slots[G.find(w, n, kk + l * KEYW, W.hash[l])];
+        r[l] = sl.id1 ? static_cast<i32>(WordTable::id_of(sl)) : -1;
+      }
+    }
     std::vector<i64> pc, pd;
     for (int p = 1; p < nparts; ++p) {
       WordTable& W = parts[p]->words;
       W.totals(pc, pd);
-      remap[p].resize(W.size());
+      i32* r = remap[p].data();
+      std::size_t more = 0;
+      for (u32 l = 0; l < W.size(); ++l) more += r[l] < 0;
+      G.reserve_more(more);
       for (u32 l = 0; l < W.size(); ++l) {
-        if (l + 8 < W.size()) G.prefetch(W.hash[l + 8]);  // G is large: its slots a few words ahead
-        const unsigned char* w = W.bytes.data() + W.start[l];
-        const u32 n = W.len[l];
-        const u64 key[KEYW] = {key_word_stored(w, n, 0), key_word_stored(w, n, 1)};
-        const u32 g = WordTable::id_of(G.get_or_add(w, n, key, W.hash[l]));
+        if (r[l] < 0)  // absent from part 0's table; maybe added by an earlier part
+          r[l] = static_cast<i32>(WordTable::id_of(G.get_or_add(W.bytes.data() + W.start[l], W.len[l],
+                                                                 keys[p].data() + std::size_t{l} * KEYW, W.hash[l])));
+        const u32 g = static_cast<u32>(r[l]);
         if (g == counts.size()) {
           counts.push_back(0);
           docs.push_back(0);
         }
         counts[g] += pc[l];
         docs[g] += pd[l];
-        remap[p][l] = static_cast<i32>(g);
       }
     }
     std::vector<i64> tok0(nparts + 1, 0);
@@ -791,12 +822,12 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
       // Part 0's ids, grown in place, take the others' after them (mapped to merged ids).
       Buf<i32>& prov = parts[0]->ids;
       prov.reserve(static_cast<std::size_t>(tok0[nparts]), static_cast<std::size_t>(tok0[1]));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
       for (int p = 1; p < nparts; ++p) {
         const i32* ids = parts[p]->ids.p;
         const i32* map = remap[p].data();
         i32* out = prov.p + tok0[p];
-        for (i64 k = 0, m = parts[p]->ntok; k < m; ++k) out[k] = map[ids[k]];
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (i64 k = 0; k < parts[p]->ntok; ++k) out[k] = map[ids[k]];
       }
       ntok = tok0[nparts];
     }

@@ -870,11 +870,15 @@ struct Encoding {
   int ngrams;
   u64 buckets;
   i64 vocab;
+  bool drops;  // some final id is < 0
 
   FS_INLINE i64 count(i64 b) const {
-    i64 c = 0;
     const i64 len = off[b + 1] - off[b];
-    for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[prov[j]] >= 0;
+    i64 c = len;
+    if (drops) {
+      c = 0;
+      for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[prov[j]] >= 0;
+    }
     for (int k = 1; k < ngrams; ++k) c += std::max<i64>(len - k, 0);
     return c;
   }
@@ -952,10 +956,21 @@ py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out
   GcPause pause;
   py::list out(B);
   std::vector<PyObject**> items(static_cast<std::size_t>(B));
+  // Each list's item array is allocated as PyList_New would, but not zero-filled (every
+  // slot is stored below); until then the lists have size 0, so that a failure here frees
+  // them without reading a slot.
   for (i64 b = 0; b < B; ++b) {
-    PyObject* l = PyList_New(out_off[b + 1] - out_off[b]);
+    const i64 n = out_off[b + 1] - out_off[b];
+    PyObject* l = PyList_New(0);
     if (!l) throw py::error_already_set();
     PyList_SET_ITEM(out.ptr(), b, l);
+    if (n) {
+      PyObject** it = static_cast<PyObject**>(PyMem_Malloc(static_cast<std::size_t>(n) * sizeof(PyObject*)));
+      if (!it) throw std::bad_alloc();
+      auto* lo = reinterpret_cast<PyListObject*>(l);
+      lo->ob_item = it;
+      lo->allocated = n;
+    }
     items[b] = reinterpret_cast<PyListObject*>(l)->ob_item;
   }
   const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
@@ -981,6 +996,7 @@ py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out
     for (int t = 0; t < nt; ++t) c += uses[t][w];
     if (c) Py_SET_REFCNT(obj[w], Py_REFCNT(obj[w]) + c);
   }
+  for (i64 b = 0; b < B; ++b) Py_SET_SIZE(PyList_GET_ITEM(out.ptr(), b), out_off[b + 1] - out_off[b]);
   return out;
 }
 #endif
@@ -1011,10 +1027,14 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
     py::gil_scoped_release nogil;
     bool bad = first_bad_offset(E.off, B + 1, N) >= 0 || first_bad_id(E.prov, N, V) >= 0;
     if (!bad) {
-#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
+      E.drops = false;
+      for (i64 v = 0; v < V; ++v) {
+        hi = std::max(hi, E.fin[v]);
+        E.drops |= E.fin[v] < 0;
+      }
+#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256 && E.drops)
       for (i64 b = 0; b < B; ++b) out_off[b + 1] = E.count(b);
       for (i64 b = 0; b < B; ++b) out_off[b + 1] += out_off[b];
-      for (i64 v = 0; v < V; ++v) hi = std::max(hi, E.fin[v]);
     }
     if (bad) {
       py::gil_scoped_acquire gil;

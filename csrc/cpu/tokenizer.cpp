@@ -869,6 +869,7 @@ struct Encoding {
   const u64* wh;  // per word; used when ngrams > 1
   int ngrams;
   u64 buckets;
+  bool pow2;  // buckets is a power of two: h % buckets is a mask
   i64 vocab;
   bool drops;  // some final id is < 0
 
@@ -895,7 +896,7 @@ struct Encoding {
         u64 h = wh[p[j]];
         for (int k = 1; k < ngrams && j + k < len; ++k) {
           h = h * NGRAM_MULT + wh[p[j + k]];
-          put(vocab + static_cast<i64>(h % buckets));
+          put(vocab + static_cast<i64>(pow2 ? h & (buckets - 1) : h % buckets));
         }
       }
     }
@@ -938,27 +939,17 @@ struct IntCache {
 };
 
 #ifndef Py_GIL_DISABLED
-// The id lists of texts without n-grams: one int object per distinct id, the lists' item
-// slots filled by all threads (plain pointer stores, GIL held: no Python code runs, and the
-// lists are reachable from nowhere yet), each thread counting the references it stored per
-// word; the int objects' reference counts are then raised by those totals, once each.
-py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out_off, i64 hi) {
-  IntCache ints(std::min<i64>(hi + 1, i64{1} << 24));
-  std::vector<PyObject*> obj(static_cast<std::size_t>(V), nullptr);  // per word: its id's int (a reference)
-  for (i64 v = 0; v < V; ++v)
-    if (E.fin[v] >= 0) obj[v] = ints.get(E.fin[v]);
-  struct Drop {  // the references obj holds, released however this returns
-    std::vector<PyObject*>& o;
-    ~Drop() {
-      for (PyObject* x : o) Py_XDECREF(x);
-    }
-  } drop{obj};
-  GcPause pause;
+// Lists of ints made fast.  Every int object is shared by all the slots holding its value;
+// the lists' item slots are filled by all threads (plain pointer stores with the GIL held:
+// no Python code runs, and the lists are reachable from nowhere yet), each thread counting
+// the references it stored; each int's reference count is then raised by its total, once.
+
+// B empty lists with room for out_off[b+1] - out_off[b] items each (allocated as PyList_New
+// would, not zero-filled); their size stays 0 until set_sizes, so that a failure before
+// frees them without reading a slot.
+py::list new_lists(i64 B, const std::vector<i64>& out_off, std::vector<PyObject**>& items) {
   py::list out(B);
-  std::vector<PyObject**> items(static_cast<std::size_t>(B));
-  // Each list's item array is allocated as PyList_New would, but not zero-filled (every
-  // slot is stored below); until then the lists have size 0, so that a failure here frees
-  // them without reading a slot.
+  items.resize(static_cast<std::size_t>(B));
   for (i64 b = 0; b < B; ++b) {
     const i64 n = out_off[b + 1] - out_off[b];
     PyObject* l = PyList_New(0);
@@ -973,9 +964,32 @@ py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out
     }
     items[b] = reinterpret_cast<PyListObject*>(l)->ob_item;
   }
+  return out;
+}
+void set_sizes(py::list& out, i64 B, const std::vector<i64>& out_off) {
+  for (i64 b = 0; b < B; ++b) Py_SET_SIZE(PyList_GET_ITEM(out.ptr(), b), out_off[b + 1] - out_off[b]);
+}
+// References held while lists are made, released however that ends.
+struct Refs {
+  std::vector<PyObject*> o;
+  explicit Refs(std::size_t n) : o(n, nullptr) {}
+  ~Refs() {
+    for (PyObject* x : o) Py_XDECREF(x);
+  }
+};
+
+// Texts without n-grams: one int per word (its final id's), counted per word.
+py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out_off, i64 hi) {
+  IntCache ints(std::min<i64>(hi + 1, i64{1} << 24));
+  Refs obj(static_cast<std::size_t>(V));  // per word: its id's int
+  for (i64 v = 0; v < V; ++v)
+    if (E.fin[v] >= 0) obj.o[v] = ints.get(E.fin[v]);
   const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
-  // Allocated before any item is stored: a failure leaves only lists of NULLs to free.
+  // Allocated before any item is stored: a failure leaves only empty lists to free.
   std::vector<std::vector<i64>> uses(nt, std::vector<i64>(static_cast<std::size_t>(V), 0));
+  GcPause pause;
+  std::vector<PyObject**> items;
+  py::list out = new_lists(B, out_off, items);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     i64* u = uses[omp_get_thread_num()].data();
@@ -984,8 +998,8 @@ py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out
       PyObject** it = items[b];
       for (i64 j = E.off[b]; j < E.off[b + 1]; ++j) {
         const i32 w = E.prov[j];
-        if (obj[w]) {
-          *it++ = obj[w];
+        if (obj.o[w]) {
+          *it++ = obj.o[w];
           ++u[w];
         }
       }
@@ -994,9 +1008,74 @@ py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out
   for (i64 w = 0; w < V; ++w) {
     i64 c = 0;
     for (int t = 0; t < nt; ++t) c += uses[t][w];
-    if (c) Py_SET_REFCNT(obj[w], Py_REFCNT(obj[w]) + c);
+    if (c) Py_SET_REFCNT(obj.o[w], Py_REFCNT(obj.o[w]) + c);
   }
-  for (i64 b = 0; b < B; ++b) Py_SET_SIZE(PyList_GET_ITEM(out.ptr(), b), out_off[b + 1] - out_off[b]);
+  set_sizes(out, B, out_off);
+  return out;
+}
+
+// Any ids in [0, K): all ids computed first (all threads, with per-thread counts per id),
+// then one int per id that occurs.
+py::list id_lists(const Encoding& E, i64 B, const std::vector<i64>& out_off, i64 K) {
+  const i64 N = out_off[B];
+  const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
+  Buf<i32> flat;
+  flat.reserve(static_cast<std::size_t>(std::max<i64>(N, 1)));
+  std::vector<u32*> uses(nt);
+  struct Free {
+    std::vector<u32*>& u;
+    std::size_t bytes;
+    ~Free() {
+      for (u32* x : u) mem::release(x, bytes);
+    }
+  } free_uses{uses, static_cast<std::size_t>(K) * sizeof(u32)};
+  for (int t = 0; t < nt; ++t) uses[t] = static_cast<u32*>(mem::alloc(static_cast<std::size_t>(K) * sizeof(u32), true));
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      u32* u = uses[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 256)
+      for (i64 b = 0; b < B; ++b) {
+        i32* q = flat.p + out_off[b];
+        E.emit(b, [&](i64 v) {
+          *q++ = static_cast<i32>(v);
+          ++u[v];
+        });
+      }
+#pragma omp for schedule(static)
+      for (i64 v = 0; v < K; ++v)
+        for (int t = 1; t < nt; ++t) uses[0][v] += uses[t][v];
+    }
+  }
+  const u32* total = uses[0];
+  GcPause pause;
+  std::vector<PyObject**> items;
+  py::list out = new_lists(B, out_off, items);
+  // One int per id that occurs, made with its final reference count (the lists' slots own
+  // them all); a failure takes back those made so far.
+  std::vector<PyObject*> obj(static_cast<std::size_t>(K), nullptr);
+  for (i64 v = 0; v < K; ++v) {
+    if (!total[v]) continue;
+    PyObject* o = PyLong_FromLongLong(v);
+    if (!o) {
+      for (i64 w = 0; w < v; ++w)
+        if (obj[w]) {
+          Py_SET_REFCNT(obj[w], Py_REFCNT(obj[w]) - static_cast<Py_ssize_t>(total[w]) + 1);
+          Py_DECREF(obj[w]);
+        }
+      throw py::error_already_set();
+    }
+    Py_SET_REFCNT(o, Py_REFCNT(o) + static_cast<Py_ssize_t>(total[v]) - 1);
+    obj[v] = o;
+  }
+  PyObject* const* ob = obj.data();
+#pragma omp parallel for schedule(dynamic, 256) num_threads(nt) if (nt > 1)
+  for (i64 b = 0; b < B; ++b) {
+    PyObject** it = items[b];
+    for (i64 j = out_off[b]; j < out_off[b + 1]; ++j) *it++ = ob[flat.p[j]];
+  }
+  set_sizes(out, B, out_off);
   return out;
 }
 #endif
@@ -1020,6 +1099,7 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
     if (buckets < 1) shape_error(OP, "buckets must be >= 1");
     E.wh = static_cast<const u64*>(h.data());
     E.buckets = static_cast<u64>(buckets);
+    E.pow2 = (E.buckets & (E.buckets - 1)) == 0;
   }
   std::vector<i64> out_off(B + 1, 0);
   i64 hi = -1;
@@ -1043,6 +1123,9 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
   }
 #ifndef Py_GIL_DISABLED
   if (as_lists && ngrams == 1) return word_lists(E, B, V, out_off, hi);
+  // N-gram ids: shared ints when their count table is small (the default 2**20 buckets: 4 MB).
+  const i64 K = std::max<i64>(hi + 1, ngrams > 1 ? vocab + buckets : 0);
+  if (as_lists && K <= (i64{1} << 24) && out_off[B] < static_cast<i64>(UINT32_MAX)) return id_lists(E, B, out_off, K);
 #endif
   if (as_lists) {
     // Word ids repeat (Zipf): shared ints.  N-gram ids are spread over the buckets: a

@@ -300,6 +300,40 @@ def test_threads_give_identical_results():
         assert np.array_equal(o[2][0], out[0][2][0]) and np.array_equal(o[2][1], out[0][2][1])
 
 
+@pytest.mark.parametrize("ngrams, buckets", [(1, 2**20), (2, 7), (2, 2**20), (3, 2**25)])
+def test_id_lists_reference_counts(ngrams, buckets):
+    # The C++ code stores shared int objects into the lists' slots and raises each int's
+    # reference count once by the number of slots holding it: check those counts exactly
+    # (ids > 256 are not CPython's cached small ints), and that the lists behave as lists.
+    import gc
+
+    rng = np.random.default_rng(1)
+    vocab = ["w%d" % i for i in range(2000)]
+    texts = [" ".join(rng.choice(vocab, size=rng.integers(0, 40))) for _ in range(600)]
+    py, cc = both(ngrams=ngrams, buckets=buckets, oov_token="<OOV>", num_words=1500)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    out = cc.texts_to_sequences(texts)
+    assert out == py.texts_to_sequences(texts)
+    objs, uses = {}, {}  # by object identity
+    for seq in out:
+        for v in seq:
+            objs[id(v)] = v
+            uses[id(v)] = uses.get(id(v), 0) + 1
+    probe = [(objs[k], uses[k]) for k in objs if objs[k] > 256][:300]
+    del objs, uses, seq, v
+    assert len(probe) > 100
+    # Each int is referenced by its slots, its tuple in probe, and getrefcount's argument.
+    assert [sys.getrefcount(p[0]) for p in probe] == [n + 2 for _, n in probe]
+    del out
+    gc.collect()
+    assert [sys.getrefcount(p[0]) for p in probe] == [2] * len(probe)
+    out = cc.texts_to_sequences(texts)
+    out[0].append(out)  # an ordinary, GC-tracked list: the cycle is collected
+    del out
+    assert gc.collect() >= 1
+
+
 def test_bad_encode_arguments_raise():
     mod = text._cpp_module()[0]
     prov, off, fin = np.array([0, 5], np.int32), np.array([0, 2], np.int64), np.arange(3, dtype=np.int64)

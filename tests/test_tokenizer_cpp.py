@@ -334,6 +334,29 @@ def test_id_lists_reference_counts(ngrams, buckets):
     assert gc.collect() >= 1
 
 
+def test_count_order_around_2_16():
+    # The C++ count order: a counting sort below 2**16, a stable sort above; ties in
+    # first-seen order on both sides and at the boundary.
+    big = 2**16
+    texts = ["x y"] + ["b a c"] * (big - 1) + ["a c d e"] + ["c"] * 5 + ["e d b"] * 3 + ["f"] * (big + 2)
+    py, cc = both(oov_token="<OOV>")
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert list(cc.word_index.items()) == list(py.word_index.items())
+    assert list(cc.word_index) == ["<OOV>", "c", "b", "f", "a", "d", "e", "x", "y"]
+
+
+def test_ids_not_kept_for_a_large_fit(monkeypatch):
+    monkeypatch.setattr(text, "_FIT_CACHE_TOKENS", 2)  # the C++ fit keeps ids up to 16 characters
+    texts = ["the cat sat", "on the mat, the end"]
+    py, cc = both(oov_token="<OOV>", ngrams=2)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert cc._fit_cache is None
+    assert_same_outputs(py, cc, texts)
+    assert_same_vocabulary(py, cc)
+
+
 def test_bad_encode_arguments_raise():
     mod = text._cpp_module()[0]
     prov, off, fin = np.array([0, 5], np.int32), np.array([0, 2], np.int64), np.arange(3, dtype=np.int64)

@@ -634,7 +634,7 @@ void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTabl
     }
     const u32 tb = static_cast<u32>(b - b0 + 1);
     for (i64 j = 0; j < nt; ++j) {
-      if (j + 6 < nt) W.prefetch(tk[j + 6].hash);  // table memory a few tokens ahead
+      if (j + 12 < nt) W.prefetch(tk[j + 12].hash);  // table memory a few tokens ahead
       WordTable::Slot& x = W.get_or_add(S.lo.p + tk[j].start, tk[j].len, tk[j].key, tk[j].hash);
       W.count(x, tb);
       if (ids) ids[j] = static_cast<i32>(WordTable::id_of(x));
@@ -719,8 +719,33 @@ struct Failure {
   }
 };
 
+// Word ids by descending count, ties by id (Keras' stable sort of the first-seen order):
+// counts below 2**16 (nearly all words) by a counting sort, the others sorted first.
+std::vector<i64> count_order(const std::vector<i64>& counts) {
+  constexpr i64 SMALL = i64{1} << 16;
+  const i64 V = static_cast<i64>(counts.size());
+  std::vector<i64> order;
+  order.reserve(V);
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] >= SMALL) order.push_back(g);
+  std::stable_sort(order.begin(), order.end(), [&](i64 a, i64 b) { return counts[a] > counts[b]; });
+  std::vector<i64> pos(SMALL + 1, 0);  // then: where the next word of count c goes
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] < SMALL) ++pos[counts[g]];
+  i64 at = static_cast<i64>(order.size());
+  for (i64 c = SMALL - 1; c >= 0; --c) {
+    const i64 n = pos[c];
+    pos[c] = at;
+    at += n;
+  }
+  order.resize(V);
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] < SMALL) order[pos[counts[g]]++] = g;
+  return order;
+}
+
 py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::str split, py::str filters,
-                         bool lower_unicode, bool keep_ids, i64 parallel_min_chars) {
+                         bool lower_unicode, bool keep_ids, i64 parallel_min_chars, i64 keep_max_chars) {
   // A tuple holds a reference to every text while the GIL is released.
   py::tuple texts = py::reinterpret_steal<py::tuple>(PySequence_Tuple(texts_obj.ptr()));
   if (!texts) throw py::error_already_set();
@@ -753,6 +778,7 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     py::gil_scoped_release nogil;
     i64 chars = 0;
     for (const Text& t : refs) chars += t.len;
+    keep_ids = keep_ids && (keep_max_chars < 0 || chars <= keep_max_chars);
     // Small inputs on one thread (a parallel region costs more than they do).  Otherwise one
     // range per thread: each more range is one more table to build and merge (measured on
     // IMDB with 2 threads on a shared machine: 2 ranges beat 4 taken dynamically).
@@ -853,8 +879,13 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     py::gil_scoped_release nogil;  // unmapping the tables takes a moment
     parts.clear();
   }
+  std::vector<i64> order;
+  {
+    py::gil_scoped_release nogil;
+    order = count_order(counts);
+  }
   return py::make_tuple(words, to_numpy(std::move(counts)), to_numpy(std::move(docs)), to_numpy(std::move(whash)),
-                        prov_out, to_numpy(std::move(offsets)), surrogate);
+                        prov_out, to_numpy(std::move(offsets)), surrogate, to_numpy(std::move(order)));
 }
 
 // ---------------------------------------------------------------- encoding
@@ -1168,9 +1199,11 @@ void bind_tokenizer(py::module_& m) {
         "the Unicode version of the lower-casing tables compiled in");
   m.def("tokenizer_fit", &tokenizer_fit, py::arg("texts"), py::arg("lower"), py::arg("strip_html"), py::arg("split"),
         py::arg("filters"), py::arg("lower_unicode"), py::arg("keep_ids"), py::arg("parallel_min_chars") = 1 << 16,
+        py::arg("keep_max_chars") = -1,
         "Tokenize a sequence of str (None if one is not an exact str): (words in first-seen order, counts int64, "
-        "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None, token offsets int64 (B+1,), "
-        "whether a lone surrogate was seen)");
+        "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None (None too when the texts have "
+        "more than keep_max_chars >= 0 characters), token offsets int64 (B+1,), whether a lone surrogate was "
+        "seen, word ids by descending count with ties in first-seen order int64)");
   m.def("tokenizer_encode", &tokenizer_encode, py::arg("prov"), py::arg("offsets"), py::arg("final"),
         py::arg("word_hash"), py::arg("ngrams"), py::arg("buckets"), py::arg("vocab_size"), py::arg("int32"),
         py::arg("as_lists"),

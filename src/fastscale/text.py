@@ -200,9 +200,9 @@ class _Pending:
 
     __slots__ = ("words", "counts", "docs", "oov", "_order")
 
-    def __init__(self, words, counts, docs, oov):
+    def __init__(self, words, counts, docs, oov, order=None):
         self.words, self.counts, self.docs, self.oov = words, counts, docs, oov
-        self._order = None
+        self._order = order
 
     @property
     def n_index(self):
@@ -403,14 +403,14 @@ class Tokenizer:
         fitted = None if mod is None else self._fit_cpp(mod, texts, keep)
         if fitted is None:
             fitted = self._fit_python(texts, keep)
-        words, counts, docs, n_texts, cache = fitted
+        words, counts, docs, n_texts, cache = fitted[:5]
         self.document_count += n_texts
         # Fitting then encoding the same texts is the common case: keep their provisional ids
         # (4 bytes a token) so that encoding them needs no second tokenizing pass.
         if cache is not None:
             self._fit_cache = (tuple(texts), self._options(), words) + cache
-        if lazy and isinstance(counts, np.ndarray) and (self.oov_token is None or self.oov_token not in words):
-            self._set_pending(_Pending(words, counts, docs, self.oov_token))
+        if lazy and len(fitted) > 5 and (self.oov_token is None or self.oov_token not in words):
+            self._set_pending(_Pending(words, counts, docs, self.oov_token, fitted[5]))
             return True
         if isinstance(counts, np.ndarray):
             counts, docs = counts.tolist(), docs.tolist()
@@ -483,29 +483,26 @@ class Tokenizer:
             return None
         return _cpp_module()[0]
 
-    def _scan_cpp(self, mod, texts, keep_ids):
+    def _scan_cpp(self, mod, texts, keep_ids, keep_max_chars=-1):
         """The C++ tokenizer's pass over ``texts`` (None if one is not an exact ``str``)."""
         return mod.tokenizer_fit(
             texts, bool(self.lower), bool(self.strip_html), self.split, self.filters, _cpp_module()[1], keep_ids,
-            _CPP_PARALLEL_MIN_CHARS,
+            _CPP_PARALLEL_MIN_CHARS, keep_max_chars,
         )
 
     def _fit_cpp(self, mod, texts, keep):
+        """``(words, counts, docs, number of texts, cache or None, count order)`` or None."""
         # Keeping the ids costs 8 bytes a token during the fit: not for a corpus whose ids
         # would not be cached anyway (a token takes >= 2 characters but the last).
-        try:
-            keep = keep and sum(map(len, texts)) <= 8 * _FIT_CACHE_TOKENS
-        except TypeError:  # a text without a length: the Python code reports it
-            return None
-        r = self._scan_cpp(mod, texts, keep)
+        r = self._scan_cpp(mod, texts, keep, 8 * _FIT_CACHE_TOKENS)
         if r is None:
             return None
-        words, counts, docs, whash, prov, offsets, surrogate = r
+        words, counts, docs, whash, prov, offsets, surrogate, order = r
         cache = None
-        if keep and len(prov) <= _FIT_CACHE_TOKENS:
+        if prov is not None and len(prov) <= _FIT_CACHE_TOKENS:
             # A lone surrogate: fnv1a_32 (str.encode) raises; n-grams then take the Python path.
             cache = (prov, offsets, None if surrogate else whash)
-        return words, counts, docs, len(offsets) - 1, cache
+        return words, counts, docs, len(offsets) - 1, cache, order
 
     def _options(self):
         return (self.filters, self.lower, self.split, self.char_level, self.strip_html)
@@ -700,7 +697,7 @@ class Tokenizer:
             r = self._scan_cpp(mod, texts, True)
             if r is None:
                 return None
-            words, _, _, whash, prov, offsets, surrogate = r
+            words, _, _, whash, prov, offsets, surrogate, _ = r
             if surrogate:
                 whash = None
         if self.ngrams > 1 and whash is None:

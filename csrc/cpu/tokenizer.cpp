@@ -8,14 +8,19 @@
 // including U+03A3's final-sigma rule), or, when the interpreter's Unicode version differs
 // from the tables', by calling str.lower() on the non-ASCII texts before the GIL is
 // released; (3) every filter character and the (single-character) split character end a
-// token; empty tokens are dropped.  Tokens are kept as UTF-8 bytes with their 32-bit
-// FNV-1a hash, computed while the bytes are appended; that hash is also the n-gram hash.
+// token; empty tokens are dropped.  A text is lower-cased into UTF-8 bytes with separators
+// marked, split 64 bytes at a time, and its tokens looked up by a 64-bit hash of their bytes
+// (see "one text -> tokens").  The n-gram hash of a word, 32-bit FNV-1a of its UTF-8 bytes,
+// is computed once per distinct word at the end.
 //
 // fit: threads own contiguous ranges of texts, each with its own word table (words in
 // first-seen order, counts, documents); the tables are merged in range order, so the merged
 // first-seen order is Keras' (texts in order, words within a text in order) for any thread
 // count.  The per-token provisional ids are kept so that encoding the fitted texts again
 // needs no second pass over the text.
+//
+// encode: ids as arrays (all threads), or as Keras' lists of int: int objects shared per
+// id, the lists' slots stored by all threads (see "Lists of ints made fast").
 #include <omp.h>
 #ifdef __linux__
 #include <sys/mman.h>

@@ -777,6 +777,7 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   std::vector<i64> offsets(B + 1, 0);
   i64 ntok = 0;
   std::vector<i64> counts, docs;
+  std::vector<u32> appended;  // the last part's words after part 0's table's: their ids there
   std::vector<std::unique_ptr<Part>> parts;
   bool surrogate = false;
   {
@@ -822,18 +823,33 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
         r[l] = sl.id1 ? static_cast<i32>(WordTable::id_of(sl)) : -1;
       }
     }
+    // A part's new words go into part 0's table when a later part may have them too; the
+    // last part's are only appended (ids counts.size()..., their bytes left in their part).
     std::vector<i64> pc, pd;
     for (int p = 1; p < nparts; ++p) {
       WordTable& W = parts[p]->words;
       W.totals(pc, pd);
       i32* r = remap[p].data();
-      std::size_t more = 0;
-      for (u32 l = 0; l < W.size(); ++l) more += r[l] < 0;
-      G.reserve_more(more);
+      const bool last = p == nparts - 1;
+      if (!last) {
+        std::size_t more = 0;
+        for (u32 l = 0; l < W.size(); ++l) more += r[l] < 0;
+        G.reserve_more(more);
+      }
       for (u32 l = 0; l < W.size(); ++l) {
-        if (r[l] < 0)  // absent from part 0's table; maybe added by an earlier part
-          r[l] = static_cast<i32>(WordTable::id_of(G.get_or_add(W.bytes.data() + W.start[l], W.len[l],
-                                                                 keys[p].data() + std::size_t{l} * KEYW, W.hash[l])));
+        if (r[l] < 0) {  // absent from part 0's table; maybe added by an earlier part
+          const u64* key = keys[p].data() + std::size_t{l} * KEYW;
+          std::size_t k = 0;
+          if (last && p > 1) k = G.find(W.bytes.data() + W.start[l], W.len[l], key, W.hash[l]);
+          if (last && p > 1 && G.slots[k].id1) {
+            r[l] = static_cast<i32>(WordTable::id_of(G.slots[k]));
+          } else if (last) {
+            r[l] = static_cast<i32>(counts.size());
+            appended.push_back(l);
+          } else {
+            r[l] = static_cast<i32>(WordTable::id_of(G.get_or_add(W.bytes.data() + W.start[l], W.len[l], key, W.hash[l])));
+          }
+        }
         const u32 g = static_cast<u32>(r[l]);
         if (g == counts.size()) {
           counts.push_back(0);
@@ -864,12 +880,15 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     }
   }
   WordTable& G = parts[0]->words;
-  const u32 V = G.size();
+  const u32 V = static_cast<u32>(counts.size());
+  if (counts.size() > static_cast<std::size_t>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
   py::list words(V);
   std::vector<u64> whash(V);
   for (u32 g = 0; g < V; ++g) {
-    const char* b = reinterpret_cast<const char*>(G.bytes.data() + G.start[g]);
-    const u32 n = G.len[g];
+    const WordTable& T = g < G.size() ? G : parts.back()->words;
+    const u32 l = g < G.size() ? g : appended[g - G.size()];
+    const char* b = reinterpret_cast<const char*>(T.bytes.data() + T.start[l]);
+    const u32 n = T.len[l];
     // surrogatepass: a lone surrogate in a text comes back as itself, as Python's split keeps it.
     PyObject* w = PyUnicode_DecodeUTF8(b, n, "surrogatepass");
     if (!w) throw py::error_already_set();

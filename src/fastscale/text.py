@@ -16,7 +16,9 @@ fastscale options; of them only ``strip_html`` (on by default) changes a Keras p
 
 Engines.  ``Tokenizer(engine="auto")`` (the default) fits and encodes ``str`` texts with the
 C++ tokenizer of ``fastscale._cpu`` when that extension is importable (multithreaded, the
-GIL released; about 10x faster on IMDB), and with the pure-Python code below otherwise.
+GIL released; ``fit_on_texts`` + ``texts_to_sequences`` of the 25,000 IMDB training reviews
+about 14x faster, see benchmarks/bench_tokenizer.py), and with the pure-Python code below
+otherwise.
 Both give exactly the same ``word_counts``, ``word_docs``, ``document_count``,
 ``index_docs``, ``word_index`` and ids (tests/test_tokenizer_cpp.py compares them on random
 Unicode text).  ``engine="python"`` forces the pure-Python code (the reference);
@@ -260,6 +262,9 @@ class Tokenizer:
     ``index_word`` and ``index_docs``.  ``texts_to_sequences`` keeps words whose id is
     ``< num_words``; the others (and unknown words) become the OOV id when ``oov_token`` is
     set and are dropped otherwise.  ``num_words`` only limits encoding, never fitting.
+    A first fit by the C++ tokenizer keeps the vocabulary as arrays and builds each of these
+    five dicts when it is first read (the same values, order and types); encoding the fitted
+    texts needs none of them.
 
     ``engine``: ``"auto"`` (default: the C++ tokenizer when ``fastscale._cpu`` has it, else
     Python), ``"cpp"`` (demand it) or ``"python"`` (the pure-Python reference); see the

@@ -20,12 +20,21 @@ def make_tokenizer(num_words=10000, oov_token="<OOV>", ngrams=1, buckets=None):
     return text.Tokenizer(num_words=num_words, oov_token=oov_token, ngrams=ngrams, **kw)
 
 
+def padded(tok, texts, maxlen=None):
+    """``text.pad_sequences(tok.texts_to_sequences(texts), maxlen)``, from the tokenizer's
+    CSR ids: the rows are views of one int32 array, which pad_sequences concatenates, instead
+    of lists of Python ints it would read one by one."""
+    ids, offsets = tok.texts_to_bags(texts)
+    o = offsets.tolist()
+    return text.pad_sequences([ids[a:b] for a, b in zip(o, o[1:])], maxlen=maxlen)
+
+
 def encode(tok, texts, meta):
     """Token ids for ``texts`` in the model's input form (``meta["input"]``)."""
     texts = list(texts)
     if meta["input"] == "bags":
         return tok.texts_to_bags(texts)
-    return text.pad_sequences(tok.texts_to_sequences(texts), maxlen=meta["maxlen"])
+    return padded(tok, texts, maxlen=meta["maxlen"])
 
 
 def fit_encode(tok, texts, input="auto", maxlen=None):
@@ -38,7 +47,7 @@ def fit_encode(tok, texts, input="auto", maxlen=None):
         if maxlen is not None:
             raise ValueError("maxlen applies to padded input; bags keep every token (use input='padded')")
         return tok.texts_to_bags(list(texts)), {"input": "bags", "maxlen": None}
-    x = text.pad_sequences(tok.texts_to_sequences(list(texts)), maxlen=maxlen)
+    x = padded(tok, list(texts), maxlen=maxlen)
     return x, {"input": "padded", "maxlen": int(x.shape[1])}
 
 

@@ -986,21 +986,32 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
         return x
     kept = np.minimum(lengths, maxlen)
     if sample_shape == () and np.dtype(dtype) != object:
-        # Fast path for 1-D sequences: one flat gather/scatter instead of a loop of slices.
+        # Fast path for 1-D sequences of Python numbers: one flat scatter instead of a loop of
+        # slices.  (Rows that are arrays already, e.g. views of one id array, are copied row
+        # by row below: that needs no flat copy and no index arrays, which cost more, above
+        # all in fresh memory.)
         seqs = sequences if isinstance(sequences, (list, tuple)) else list(sequences)
-        try:
-            flat = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lengths.sum()))
-        except (TypeError, ValueError):
-            flat = None
+        flat = None
+        if not all(type(s) is np.ndarray for s in seqs):
+            try:
+                flat = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lengths.sum()))
+            except (TypeError, ValueError):
+                flat = None
         if flat is not None:
             src_start = np.zeros(n, dtype=np.int64)
             np.cumsum(lengths[:-1], out=src_start[1:])
             if truncating == "pre":
                 src_start += lengths - kept
             dst_col = np.zeros(n, dtype=np.int64) if padding == "post" else maxlen - kept
-            row = np.repeat(np.arange(n, dtype=np.int64), kept)
-            within = np.arange(int(kept.sum()), dtype=np.int64) - np.repeat(np.cumsum(kept) - kept, kept)
-            x[row, np.repeat(dst_col, kept) + within] = flat[np.repeat(src_start, kept) + within]
+            # Kept element k of row i (k-th overall) goes to flat position i * maxlen +
+            # dst_col[i] + (k - first kept of row i) and comes from src_start[i] + the same.
+            first = np.cumsum(kept) - kept
+            total = int(kept.sum())
+            step = np.arange(total, dtype=np.int64)
+            dst = np.repeat(np.arange(n, dtype=np.int64) * maxlen + dst_col - first, kept) + step
+            if not np.array_equal(kept, lengths):  # truncated rows: gather the kept part
+                flat = flat[np.repeat(src_start - first, kept) + step]
+            x.reshape(-1)[dst] = flat
             return x
     for idx, s in enumerate(sequences):
         if not lengths[idx]:

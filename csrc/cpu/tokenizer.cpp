@@ -172,7 +172,7 @@ constexpr u32 KEYW = 2;  // 8-byte words of a token's key (the word table keeps 
 namespace mem {
 constexpr std::size_t BIG = std::size_t{1} << 20;
 inline bool big(std::size_t bytes) {
-#ifdef __linux__
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)  // AddressSanitizer checks malloc's blocks only
   return bytes >= BIG;
 #else
   return false;

@@ -357,6 +357,23 @@ def test_ids_not_kept_for_a_large_fit(monkeypatch):
     assert_same_vocabulary(py, cc)
 
 
+@pytest.mark.parametrize("texts", [["a" * 2_000_000], ["a b " * 300_000], ["x" * 300_000 + " y"] * 4, ["z" * 2**20]])
+def test_buffers_around_the_mapped_size(texts):
+    # Scratch and id buffers of 1 MiB and more are mapped from the kernel, smaller ones come
+    # from malloc; a buffer reserved large and trimmed small (one long token) or grown across
+    # that size must still be freed as what it is.
+    import gc
+
+    fastscale.set_num_threads(2)
+    py, cc = both(ngrams=2)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert list(cc.word_counts.items()) == list(py.word_counts.items())
+    assert cc.texts_to_sequences(texts) == py.texts_to_sequences(texts)
+    cc._fit_cache = None
+    gc.collect()
+
+
 def test_bad_encode_arguments_raise():
     mod = text._cpp_module()[0]
     prov, off, fin = np.array([0, 5], np.int32), np.array([0, 2], np.int64), np.arange(3, dtype=np.int64)

@@ -201,10 +201,11 @@ inline void release(void* p, std::size_t bytes) {
 #endif
   std::free(p);
 }
-// A block of `bytes` grown to `want` bytes, its first `keep` bytes kept.
+// A block of `bytes` resized to `want` bytes, its first `keep` bytes kept.  Whether a block
+// is mapped follows from its size (release), so mremap only keeps a big block big.
 inline void* grow(void* p, std::size_t bytes, std::size_t want, std::size_t keep) {
 #ifdef __linux__
-  if (p && big(bytes)) {
+  if (p && big(bytes) && big(want)) {
     void* q = mremap(p, bytes, want, MREMAP_MAYMOVE);
     if (q == MAP_FAILED) throw std::bad_alloc();
     madvise(q, want, MADV_HUGEPAGE);

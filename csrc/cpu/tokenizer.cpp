@@ -33,7 +33,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -158,8 +160,8 @@ FS_INLINE u64 load8(const unsigned char* p) {
 //      (0xFF, never part of UTF-8), into `lo`, followed by PAD bytes of SEP;
 //   2. split: 64 bytes at a time, the SEP bytes as a bit mask; the bits where a token starts
 //      and where it ends give the tokens;
-//   3. key: per token its first 8 bytes, the bytes past its end set to SEP (so a token of
-//      <= 8 bytes is its key: no 0xFF inside a token), and a 64-bit hash of all its bytes.
+//   3. key: per token its first 16 bytes, the bytes past its end set to SEP (so a token of
+//      < 16 bytes is its key: no 0xFF inside a token), and a 64-bit hash of all its bytes.
 // The tokens then go to the word table, whose slots are prefetched a few tokens ahead.
 constexpr unsigned char SEP = 0xFF;
 constexpr i64 PAD = 64;
@@ -471,6 +473,7 @@ void split_and_key(Scratch& S) {
   const i64* e = S.ends.p;
   for (i64 j = 0; j < nt; ++j) {
     const i64 a = S.starts.p[j];
+    if (e[j] - a > static_cast<i64>(UINT32_MAX)) throw std::length_error("tokenizer_fit: a token of 2**32 bytes or more");
     const u32 len = static_cast<u32>(e[j] - a);
     const unsigned char* p = lo + a;
     Scratch::Tok& t = tk[j];
@@ -709,19 +712,21 @@ std::u32string code_points(const py::str& s) {
   return out;
 }
 
-// Multithreaded region bodies must not throw: a failed allocation is recorded and rethrown.
+// Multithreaded region bodies must not throw: the first exception is recorded and rethrown.
 struct Failure {
-  std::atomic<bool> bad{false};
+  std::mutex m;
+  std::exception_ptr first;
   template <class F>
   void run(F&& f) {
     try {
       f();
     } catch (...) {
-      bad.store(true);
+      std::lock_guard<std::mutex> lock(m);
+      if (!first) first = std::current_exception();
     }
   }
   void check() {
-    if (bad.load()) throw std::bad_alloc();
+    if (first) std::rethrow_exception(first);
   }
 };
 

@@ -276,6 +276,7 @@ class Tokenizer:
     index_docs = _LazyVocabulary()
     word_index = _LazyVocabulary()
     index_word = _LazyVocabulary()
+    _pending = None  # (also for instances pickled before it existed)
 
     def __init__(
         self,
@@ -440,7 +441,7 @@ class Tokenizer:
 
     def _materialize(self, name):
         """Build the pending attribute ``name`` (the others stay pending)."""
-        p = getattr(self, "_pending", None)
+        p = self._pending
         if p is None:  # e.g. deleted by the user: Keras' empty value
             value = _LAZY_ATTRS[name]()
         elif name == "word_counts":

@@ -134,11 +134,10 @@ class Adam(Optimizer):
         )
 
     def _update(self, param, grad, slots):
-        if isinstance(grad, SparseRows):
-            if self.lazy:
-                ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
-                return
-            grad = grad.to_dense()
+        if isinstance(grad, SparseRows) and self.lazy:
+            ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
+            return
+        # A SparseRows gradient without lazy: adam_step's dense update, every row (Keras).
         ops.adam_step(param, grad, slots["m"], slots["v"], **self._hyper())
 
     def get_config(self):

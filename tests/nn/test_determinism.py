@@ -45,3 +45,17 @@ def test_one_epoch_bitwise_for_1_and_2_threads_and_two_runs(lazy):
         assert b.tobytes() == c.tobytes(), "two runs in a row differ"
     # and training did move the weights
     assert not np.array_equal(one[0], _train(2, lazy, seed=1)[0])
+
+
+def test_sparse_rows_adam_path_is_bitwise_the_dense_gradient_path(monkeypatch):
+    """On cpp, Keras Adam takes the table's gradient as SparseRows (adam_step over every row,
+    no (V, D) gradient); forcing the dense gradient must give the very same weights."""
+    if fs.backends()["cpp"] is not None:
+        pytest.skip(f"cpp unavailable: {fs.backends()['cpp']}")
+    from fastscale.nn import model as M
+
+    rows_path = _train(2)
+    monkeypatch.setattr(M, "_resolved_backend", lambda backend: "dense-gradient")
+    dense_path = _train(2)
+    for a, b in zip(rows_path, dense_path):
+        assert a.tobytes() == b.tobytes()

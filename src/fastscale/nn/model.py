@@ -185,8 +185,12 @@ class Sequential:
         self._backend = backend
         self._fuse = bool(fuse)
         self.optimizer.backend = backend
-        sparse = isinstance(self.optimizer, _optim.Adam) and self.optimizer.lazy or (
-            isinstance(self.optimizer, _optim.SGD) and self.optimizer.momentum == 0)
+        opt = self.optimizer
+        sparse = isinstance(opt, _optim.Adam) and opt.lazy or (isinstance(opt, _optim.SGD) and opt.momentum == 0)
+        # Dense (Keras) Adam on the cpp backend also takes the table's gradient as SparseRows:
+        # adam_step then updates every row without a (V, D) gradient -- the same numbers,
+        # bitwise, with less memory traffic.  The other backends would only densify it again.
+        sparse = sparse or isinstance(opt, _optim.Adam) and _resolved_backend(backend) == "cpp"
         for layer in self.layers:
             layer.backend = backend
             if isinstance(layer, (Embedding, EmbeddingBag)):
@@ -546,6 +550,19 @@ class Sequential:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _resolved_backend(backend):
+    """The backend the ops will run on numpy arrays: the one asked for, else the first usable."""
+    import os
+
+    from .. import backends
+
+    backend = backend or os.environ.get("FASTSCALE_BACKEND") or None
+    if backend is not None:
+        return backend
+    status = backends()
+    return next((n for n in ("cpp", "numba", "numpy") if status.get(n) is None), None)
+
+
 def _check_seed(seed, who):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{who}: seed must be an int >= 0 or None, got {seed!r}")

@@ -102,6 +102,26 @@ class _Inputs:
             new.csr = self.slice(start, stop)
         return new
 
+    def as_bags(self, V):
+        """Padded ids as CSR bags of their non-zero ids, or self when that cannot be done.
+
+        For a masked mean (Embedding(mask_zero=True) -> pooling) the two are the same
+        computation, bitwise: the kernel skips id 0 wherever it sits and adds the rest in
+        position order either way.  fit converts once so that every epoch gathers only the
+        real tokens of a batch, not T ids per sample.  Out-of-range ids stay padded, so the
+        error names the position the user knows."""
+        a = self.arr
+        if a is None or a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or a.size == 0:
+            return self
+        if int(a.min()) < 0 or int(a.max()) >= V:
+            return self
+        keep = a != 0
+        new = object.__new__(_Inputs)
+        off = np.zeros(a.shape[0] + 1, np.int64)
+        np.cumsum(np.count_nonzero(keep, axis=1), out=off[1:])
+        new.arr, new.csr, new.n = None, (a[keep], off), self.n
+        return new
+
     @staticmethod
     def tokens(batch) -> int:
         """Real (non-padding) tokens in a batch, for tokens/s."""
@@ -312,6 +332,11 @@ class Sequential:
         if inputs.n == 0:
             raise ValueError("fit: no training samples")
         self.build(inputs.shape)
+        st = self._stages[0]
+        if isinstance(st, _FusedEmbeddingPool) and st.emb.mask_zero:
+            inputs = inputs.as_bags(st.emb.input_dim)
+            if val is not None:
+                val = (val[0].as_bags(st.emb.input_dim), val[1])
         train_seed = seed if seed is not None else self._seed
 
         history = _callbacks.History()

@@ -222,6 +222,41 @@ void bind_adam(py::module_& m) {
       "fused in-place Adam step: p -= alpha * m / (sqrt(v) + eps); mode 0 none, 1 L2, 2 decoupled");
 
   m.def(
+      "adam_step_multi",
+      [](py::list params, py::list grads, py::list exp_avgs, py::list exp_avg_sqs, double beta1, double beta2,
+         double alpha, double eps, double wd, double decay, int mode) {
+        const size_t n = params.size();
+        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n)
+          shape_error(OP, "the lists param, grad, m, v must have the same length");
+        if (n == 0) return;
+        py::array first = params[0].cast<py::array>();
+        with_float(first, OP, "param", [&](auto tt) {
+          using T = decltype(tt);
+          struct Job { T* p; const T* g; T* m; T* v; i64 n; };
+          std::vector<Job> jobs;
+          jobs.reserve(n);
+          for (size_t i = 0; i < n; ++i) {
+            py::array pa = params[i].cast<py::array>(), ga = grads[i].cast<py::array>();
+            py::array ma = exp_avgs[i].cast<py::array>(), va = exp_avg_sqs[i].cast<py::array>();
+            same_size(OP, pa, ga, "grad");
+            same_size(OP, pa, ma, "m");
+            same_size(OP, pa, va, "v");
+            jobs.push_back(Job{mptr<T>(pa, dt_of<T>(), OP, "param"), cptr<T>(ga, dt_of<T>(), OP, "grad"),
+                               mptr<T>(ma, dt_of<T>(), OP, "m"), mptr<T>(va, dt_of<T>(), OP, "v"),
+                               static_cast<i64>(pa.size())});
+          }
+          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+          py::gil_scoped_release nogil;
+          with_decay<T>(mode, [&](auto wdm) {
+            for (const Job& j : jobs) dense_kernel<T, decltype(wdm)::value>(j.p, j.g, j.m, j.v, j.n, k);
+          });
+        });
+      },
+      py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
+      "adam_step over lists of tensors (one dtype) in one call; each tensor exactly as adam_step");
+
+  m.def(
       "adam_step_rows",
       [](py::array param, py::array rows, py::array values, py::array exp_avg, py::array exp_avg_sq, double beta1,
          double beta2, double alpha, double eps, double wd, double decay, int mode) -> i64 {

@@ -326,6 +326,61 @@ def test_sparse_adam_step_bad_arrays(cpu_backend, name, edit, exc, match):
         np.testing.assert_array_equal(a, before[k], err_msg=f"{k} was written")
 
 
+# ---------------------------------------------------------------------------- multi-tensor
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd, decoupled, placement", [(0.0, False, "keras"), (0.1, True, "torch")])
+def test_multi_tensor_form_is_each_tensor_bitwise(backend, to_xp, dtype, wd, decoupled, placement):
+    rng = np.random.default_rng(12)
+    shapes = [(128, 64), (64,), (64, 1), (1,), (0,), (70_001,)]
+    states = [_state(rng, sh, dtype) for sh in shapes]
+    h = dict(step=7, lr=0.01, weight_decay=wd, decoupled=decoupled, eps_placement=placement, backend=backend)
+    one = [[to_xp(a.copy()) for a in st] for st in states]
+    for p, g, m, v in one:
+        fastscale.adam_step(p, g, m, v, **h)
+    many = [[to_xp(a.copy()) for a in st] for st in states]
+    cols = [[t[j] for t in many] for j in range(4)]
+    assert fastscale.adam_step(*cols, **h) is None
+    for a, b in zip(one, many):
+        for x, y in zip(a, b):
+            assert to_np(x).tobytes() == to_np(y).tobytes()
+    np.testing.assert_allclose(to_np(many[0][0]).astype(np.float64),
+                               A.reference(*states[0], step=7, lr=0.01, weight_decay=wd, decoupled=decoupled,
+                                           eps_placement=placement)[0], **_tol(dtype))
+
+
+def _multi_args():
+    sts = [_state(np.random.default_rng(13 + i), sh, np.float32) for i, sh in enumerate([(4, 5), (5,)])]
+    return [[st[j] for st in sts] for j in range(4)]
+
+
+MULTI_BAD = [
+    ("lengths differ", lambda a: a[1].pop(), ValueError, "same length"),
+    ("grad not a list", lambda a: a.__setitem__(1, a[1][0]), TypeError, "'grad' must be a list"),
+    ("mixed dtypes", lambda a: [a[j].__setitem__(1, a[j][1].astype(np.float64)) for j in range(4)], TypeError,
+     r"param\[1\]"),
+    ("m shape", lambda a: a[2].__setitem__(1, np.zeros(6, np.float32)), ValueError, r"m\[1\]"),
+    ("v read-only", lambda a: _readonly(a[3][1]), ValueError, r"v\[1\].*writeable"),
+    ("m of one is v of another", lambda a: a[2].__setitem__(1, a[3][1]), ValueError, "share memory"),
+    ("param inside another m", lambda a: a[0].__setitem__(1, a[2][0].reshape(-1)[:5]), ValueError, "share memory"),
+    ("sparse grad", lambda a: a[1].__setitem__(0, fastscale.SparseRows(np.array([1]), np.ones((1, 5), np.float32), 4)),
+     TypeError, "SparseRows"),
+    ("not an array", lambda a: a[0].__setitem__(1, [1.0] * 5), TypeError, r"param\[1\]"),
+]
+
+
+@pytest.mark.parametrize("name, edit, exc, match", MULTI_BAD, ids=[c[0] for c in MULTI_BAD])
+def test_multi_tensor_bad_inputs_write_nothing(cpu_backend, name, edit, exc, match):
+    args = _multi_args()
+    edit(args)
+    before = [[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in col] for col in args]
+    with pytest.raises(exc, match=match):
+        fastscale.adam_step(*args, step=1, backend=cpu_backend)
+    for col, bcol in zip(args, before):
+        for a, b in zip(col, bcol):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+
+
 ROWS_BAD = [
     ("row == V", dict(rows=(0, 2, 8)), IndexError, r"grad.rows\[2\] = 8 is out of range \[0, 8\)"),
     ("row negative", dict(rows=(-1, 2, 5)), IndexError, r"grad.rows\[0\] = -1"),

@@ -127,7 +127,16 @@ def adam_step(
     ``grad`` may be a :class:`SparseRows` for a 2-D ``param`` (rows in ``[0, V)``, strictly
     increasing; ``values`` of shape ``(len(rows), D)``): the same dense update with a gradient
     that is zero outside ``rows``.
+
+    Multi-tensor form: ``param``, ``grad``, ``m``, ``v`` equal-length lists (or tuples) of arrays,
+    tensor ``i`` being ``(param[i], grad[i], m[i], v[i])`` with the rules above (dense
+    gradients, one float dtype for all); one call checks the hyperparameters once and updates
+    every tensor, each exactly as its own call would.  No array may share memory with another.
     """
+    if isinstance(param, (list, tuple)):
+        _adam_step_multi(param, grad, m, v, backend, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                         eps_placement)
+        return
     if isinstance(grad, SparseRows):
         _adam_step_rows(param, grad, m, v, backend, step, lr, beta1, beta2, eps, weight_decay, decoupled,
                         eps_placement)
@@ -144,6 +153,44 @@ def adam_step(
     k = _hyper(OP, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
     _name, impl = _IMPL.pick(backend, is_cupy)
     impl(param, C.contiguous(grad), m, v, k)
+
+
+def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
+    lists = {"param": params, "grad": grads, "m": ms, "v": vs}
+    for name, a in lists.items():
+        if not isinstance(a, (list, tuple)):
+            raise TypeError(f"{OP}: with a list of params, argument '{name}' must be a list of arrays too, "
+                            f"got {C._describe(a)}")
+    n = len(params)
+    if any(len(a) != n for a in lists.values()):
+        raise ValueError(f"{OP}: the lists param, grad, m, v must have the same length, got "
+                         + ", ".join(f"{k} {len(a)}" for k, a in lists.items()))
+    k = _hyper(OP, *hyper)
+    if n == 0:
+        return
+    arrays, names = [], []
+    for i in range(n):
+        for name in lists:
+            arrays.append(lists[name][i])
+            names.append(f"{name}[{i}]")
+    is_cupy = C.array_kind(OP, **dict(zip(names, arrays)))
+    C.check_float(OP, "param[0]", params[0])
+    dt = params[0].dtype
+    grads = list(grads)
+    for i in range(n):
+        for name in lists:
+            a = lists[name][i]
+            if isinstance(a, SparseRows):
+                raise TypeError(f"{OP}: the multi-tensor form takes dense gradients, got a SparseRows {name}[{i}]")
+            C.check_float(OP, f"{name}[{i}]", a, dtype=dt)
+            if name != "param":
+                C.check_shape(OP, f"{name}[{i}]", a, params[i].shape, f"the shape of param[{i}]")
+            if name != "grad":
+                _check_inplace(OP, f"{name}[{i}]", a)
+        grads[i] = C.contiguous(grads[i])
+    C.check_no_overlap_contiguous(OP, names, [grads[j // 4] if j % 4 == 1 else a for j, a in enumerate(arrays)])
+    _name, impl = _MULTI.pick(backend, is_cupy)
+    impl(list(params), grads, list(ms), list(vs), k)
 
 
 def _adam_step_rows(param, grad, m, v, backend, *hyper):
@@ -438,6 +485,20 @@ def _cpp_rows(param, rows, values, m, v, k: _Coef):
         _raise_unordered(OP, rows, -status - 1, "grad.rows")
 
 
+def _cpp_multi(params, grads, ms, vs, k: _Coef):
+    cpu = _backends.module("cpp")
+    cpu.adam_step_multi(params, grads, ms, vs, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode)
+
+
+def _each(single):
+    """A multi-tensor implementation as a loop of the single-tensor one (numba, numpy, cupy)."""
+    def multi(params, grads, ms, vs, k: _Coef):
+        for p, g, m, v in zip(params, grads, ms, vs):
+            single(p, g, m, v, k)
+
+    return multi
+
+
 # ---------------------------------------------------------------------------- cuda
 # csrc/cuda/adam.cu.  The kernels skip every write when the stream's device error word is
 # set (a bad id earlier in a step under deferred checks), so bad input never updates a
@@ -488,6 +549,10 @@ def _cuda_rows(param, rows, values, m, v, k: _Coef):
 
 _IMPL = _backends.register(
     OP, cpp=_cpp_dense, numba=_numba_dense, numpy=_numpy_dense, cupy=_numpy_dense, cuda=_cuda_dense
+)
+_MULTI = _backends.register(
+    OP + "(multi-tensor)", cpp=_cpp_multi, numba=_each(_numba_dense), numpy=_each(_numpy_dense),
+    cupy=_each(_numpy_dense), cuda=_cuda_multi
 )
 _ROWS = _backends.register(
     OP + "(SparseRows)", cpp=_cpp_rows, numba=_numba_rows, numpy=_numpy_rows, cupy=_numpy_rows, cuda=_cuda_rows

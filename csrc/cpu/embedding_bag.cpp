@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -124,17 +125,41 @@ FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const
   if (d0 < D) bag_tail<T, I, PSW, PAD>(weight, D, d0, D - d0, ids, s, e, psw, pad, o);
 }
 
+// First position in [s, e) whose id is outside [0, V), or -1: one branch-free unsigned
+// compare per id (negative ids wrap to huge), then a scalar search only when one is bad.
+template <class I>
+FS_INLINE i64 span_first_bad(const I* ids, i64 s, i64 e, i64 V) {
+  using U = std::make_unsigned_t<I>;
+  const bool wide = V > static_cast<i64>(std::numeric_limits<I>::max());  // only negatives can be bad
+  const U lim = static_cast<U>(wide ? std::numeric_limits<I>::max() : V);
+  int bad = 0;
+  if (wide) {
+    for (i64 k = s; k < e; ++k) bad |= ids[k] < 0;
+  } else {
+    for (i64 k = s; k < e; ++k) bad |= static_cast<U>(ids[k]) >= lim;
+  }
+  if (!bad) return -1;
+  for (i64 k = s; k < e; ++k)
+    if (static_cast<i64>(ids[k]) < 0 || static_cast<i64>(ids[k]) >= V) return k;
+  return -1;
+}
+
 // One bag.  The OpenMP loops live outside the multiversioned bodies: GCC outlines a
 // parallel region from the function that contains it, so a region inside an always-inline
 // body would be compiled once, for the baseline, whatever ISA its caller targets.
+// The ids are validated here, bag by bag, on the span that is read anyway (what trimming
+// drops is padding, a valid id): no separate pass over all B * T padded ids.  A bag with a
+// bad id sets *bad to its position and is not computed (the caller raises; out is its own).
 template <class T, class I, class O>
 FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, const T* psw, i64 pad, bool mean,
-                                T* out) {
+                                T* out, i64 V, i64* bad) {
   const bool has_pad = pad >= 0 && pad <= static_cast<i64>(std::numeric_limits<I>::max());  // see count_bag
   const I p = static_cast<I>(has_pad ? pad : 0);
   i64 s = bags.begin(b), e = bags.end(b);
   T* o = out + b * D;
   if (has_pad) trim_bag(bags.ids, s, e, p);
+  *bad = span_first_bad(bags.ids, s, e, V);
+  if (*bad >= 0) return;
   if (psw) {
     if (has_pad) bag_row<T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
     else bag_row<T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);
@@ -151,10 +176,18 @@ FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, 
 }
 FS_MULTIVERSION(forward_bag, forward_bag_body)
 
+// Returns the first bad id's position, or -1 (an integer min: the same for any schedule).
 template <class T, class I, class O>
-void forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* out) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads())
-  for (i64 b = 0; b < B; ++b) forward_bag<T>(weight, D, bags, b, psw, pad, mean, out);
+i64 forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* out,
+                   i64 V) {
+  i64 first = std::numeric_limits<i64>::max();
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : first) num_threads(get_num_threads())
+  for (i64 b = 0; b < B; ++b) {
+    i64 bad = -1;
+    forward_bag<T>(weight, D, bags, b, psw, pad, mean, out, V, &bad);
+    if (bad >= 0 && bad < first) first = bad;
+  }
+  return first == std::numeric_limits<i64>::max() ? -1 : first;
 }
 
 
@@ -416,9 +449,9 @@ void bind_embedding_bag(py::module_& m) {
             if (dim(out, 0) != B || dim(out, 1) != D) shape_error(OP, "out must be (B, D)");
             const T* p = opt_ptr<T>(psw, OP, "per_sample_weights", static_cast<i64>(ids.size()));
             py::gil_scoped_release nogil;
-            forward_kernel<T>(w, D, bags, B, p, pad, mean, o);
-            return 0;
-          }, &B);
+            const i64 bad = forward_kernel<T>(w, D, bags, B, p, pad, mean, o, V);
+            return bad >= 0 ? status_bad_id(bad) : 0;
+          }, &B, /*check_ids=*/false);
         });
       },
       py::arg("weight"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),

@@ -155,6 +155,26 @@ def adam_step(
     impl(param, C.contiguous(grad), m, v, k)
 
 
+def _multi_fast_ok(params, grads, ms, vs) -> bool:
+    """True when every check below would pass, by a cheaper test: numpy arrays of one float
+    dtype and matching shapes, the updated ones writeable, all C-contiguous and aligned, each
+    owning its memory (no view: distinct arrays then cannot overlap).  False sends the call
+    through the full checks, which name whatever is wrong."""
+    dt = params[0].dtype if type(params[0]) is np.ndarray else None
+    if dt not in C.FLOATS:
+        return False
+    seen = set()
+    for p, g, m, v in zip(params, grads, ms, vs):
+        for a in (p, g, m, v):
+            if type(a) is not np.ndarray or a.dtype != dt or a.shape != p.shape or a.base is not None:
+                return False
+            f = a.flags
+            if not (f.c_contiguous and f.aligned and (f.writeable or a is g)):
+                return False
+            seen.add(id(a))
+    return len(seen) == 4 * len(params)
+
+
 def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
     lists = {"param": params, "grad": grads, "m": ms, "v": vs}
     for name, a in lists.items():
@@ -167,6 +187,10 @@ def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
                          + ", ".join(f"{k} {len(a)}" for k, a in lists.items()))
     k = _hyper(OP, *hyper)
     if n == 0:
+        return
+    if _multi_fast_ok(params, grads, ms, vs):  # the training loop's case, checked cheaply
+        _name, impl = _MULTI.pick(backend, False)
+        impl(list(params), list(grads), list(ms), list(vs), k)
         return
     arrays, names = [], []
     for i in range(n):

@@ -397,18 +397,8 @@ class Sequential:
                 else:
                     idx = order[lo:hi]
                     xb, yb = inputs.take(idx), y[idx]
-                # A diverging run is reported once, by the check below, not by NumPy warnings.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    z = self._forward(xb, training=True, logits=self._ask_logits)
-                    loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
-                if not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"fit: the loss became {loss} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps} "
-                        f"(update {self.optimizer.step + 1} of this model); lower the learning rate or check the inputs "
-                        "for NaN/inf"
-                    )
-                self._backward(dz)
-                self.optimizer.apply(self._params_and_grads())
+                loss, z = self._step(xb, yb, f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, "
+                                              f"step {s + 1}/{steps}")
                 total_loss += loss * (hi - lo)
                 tokens += _Inputs.tokens(xb)
                 if self.metrics:
@@ -433,6 +423,45 @@ class Sequential:
             logs[m.name] = m.result()
         self._last_epoch_stats = {"seconds": dt, "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9)}
         return logs
+
+    def _step(self, xb, yb, where):
+        """One update: forward, loss, backward, optimizer; returns (loss, head output).  A
+        non-finite loss raises before anything is updated (``where`` names the step)."""
+        # A diverging run is reported once, by the check below, not by NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self._forward(xb, training=True, logits=self._ask_logits)
+            loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                where.format(loss) + f" (update {self.optimizer.step + 1} of this model); lower the learning rate or "
+                "check the inputs for NaN/inf"
+            )
+        self._backward(dz)
+        self.optimizer.apply(self._params_and_grads())
+        return loss, z
+
+    def train_on_batch(self, x, y, return_dict=False):
+        """One gradient update on one batch (Keras's ``train_on_batch``): returns the batch's
+        loss, or ``[loss, *metrics]`` (a dict with ``return_dict``), computed before the update."""
+        self._require_compiled("train_on_batch")
+        inputs = _Inputs(x, "train_on_batch")
+        y = _targets(y, inputs.n, "train_on_batch")
+        if inputs.n == 0:
+            raise ValueError("train_on_batch: no samples")
+        self.build(inputs.shape)
+        xb = inputs.csr if inputs.csr is not None else inputs.arr
+        loss, z = self._step(xb, y, "train_on_batch: the loss became {}")
+        logs = {"loss": float(loss)}
+        if self.metrics:
+            p = self._probs(z)
+            for m in self.metrics:
+                m.reset()
+                m.update(y, p)
+                logs[m.name] = m.result()
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
 
     def _evaluate(self, inputs, y, batch_size):
         for m in self.metrics:

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 #include <type_traits>
 
@@ -179,11 +180,20 @@ void with_decay(int mode, F&& f) {
   }
 }
 
+// double -> T rounding to +-inf past T's range (a plain cast of an out-of-range double to
+// float is undefined behaviour; numpy's float32(1e308) is inf, and every backend must agree).
+template <class T>
+T narrow(double x) {
+  if (std::is_same<T, float>::value && std::isfinite(x) && std::fabs(x) > std::numeric_limits<float>::max())
+    return std::copysign(std::numeric_limits<T>::infinity(), static_cast<T>(x > 0 ? 1 : -1));
+  return static_cast<T>(x);
+}
+
 template <class T>
 Coef<T> make_coef(double beta1, double beta2, double alpha, double eps, double wd, double decay) {
-  return Coef<T>{static_cast<T>(1.0 - beta1), static_cast<T>(beta2), static_cast<T>(1.0 - beta2),
-                 static_cast<T>(alpha),       static_cast<T>(eps),   static_cast<T>(wd),
-                 static_cast<T>(decay),       static_cast<T>(beta1)};
+  return Coef<T>{narrow<T>(1.0 - beta1), narrow<T>(beta2), narrow<T>(1.0 - beta2),
+                 narrow<T>(alpha),       narrow<T>(eps),   narrow<T>(wd),
+                 narrow<T>(decay),       narrow<T>(beta1)};
 }
 
 const char* const OP = "adam_step";

@@ -460,6 +460,11 @@ _numba_fns = _backends.once(_make_numba)
 def _scalars(k: _Coef, dtype):
     """The kernel scalars in the arrays' dtype, so numba does float32 math for float32."""
     dt = np.dtype(dtype).type
+    with np.errstate(over="ignore"):  # a float64 coefficient past float32's range rounds to inf, as in C++
+        return _scalars_in(k, dt)
+
+
+def _scalars_in(k: _Coef, dt):
     return (dt(1.0 - k.beta1), dt(k.beta2), dt(1.0 - k.beta2), dt(k.alpha), dt(k.eps), dt(k.weight_decay),
             dt(k.decay), k.mode, dt(k.beta1))
 

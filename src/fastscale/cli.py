@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,13 +86,19 @@ def _how_to_get_imdb() -> str:
 
 
 def _load_data(args):
+    """``(train, test, source)``; the two files are read at the same time (gunzip releases the
+    GIL, so on two cores the test file costs little extra wall time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastscale import datasets
 
     if args.train:
-        train = datasets.load_tsv(args.train)
         if not args.test:
             raise CLIError("--train needs --test too (a held-out file of 'label<TAB>text' lines)")
-        return train, datasets.load_tsv(args.test), f"{args.train} / {args.test}"
+        with ThreadPoolExecutor(1) as pool:
+            test = pool.submit(datasets.load_tsv, args.test)
+            train = datasets.load_tsv(args.train)
+            return train, test.result(), f"{args.train} / {args.test}"
     if args.test:
         raise CLIError("--test given without --train")
     found = _find_imdb()
@@ -104,24 +111,62 @@ def _load_data(args):
     raise CLIError(_how_to_get_imdb())
 
 
+def _process_seconds():
+    """Seconds since this process started (interpreter start-up and imports included), or
+    None where /proc is missing."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 # ---------------------------------------------------------------------------- train
 def _train(args) -> int:
+    t_start = time.perf_counter()
+    before = _process_seconds()  # interpreter start-up + imports, before _train began
+    phases = {"startup": before} if before is not None else {}
+    mark = [t_start]
+
+    def phase(name):
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - mark[0]
+        mark[0] = now
+
+    # matplotlib's import (~0.6 s) and drawing run in a child process, beside reading and
+    # tokenizing here: no GIL shared with the training loop, and the picture is drawn while
+    # this process evaluates and saves the model.
+    plotter = _Plotter()
+    try:
+        return _train_run(args, plotter, phases, phase, t_start, before)
+    finally:
+        plotter.close()
+
+
+def _train_run(args, plotter, phases, phase, t_start, before):
     import numpy as np
 
     from fastscale import _textmodel as R
 
-    t_start = time.perf_counter()
     (train_texts, y_train), (test_texts, y_test), source = _load_data(args)
-    t_read = time.perf_counter() - t_start
-    print(f"data: {source}: {len(train_texts):,} training and {len(test_texts):,} test texts ({t_read:.2f}s)")
+    phase("read")
+    print(f"data: {source}: {len(train_texts):,} training and {len(test_texts):,} test texts ({phases['read']:.2f}s)")
 
-    t0 = time.perf_counter()
     tok = R.make_tokenizer(args.num_words, "<OOV>", args.ngrams, args.buckets)
     tok.fit_on_texts(train_texts)
+    phase("tokenizer fit")
     x, meta = R.fit_encode(tok, train_texts, input=args.input, maxlen=args.maxlen)
     x_test = R.encode(tok, test_texts, meta)
-    t_tok = time.perf_counter() - t0
-    shape = f"padded to {meta['maxlen']} ids" if meta["input"] == "padded" else "bags (no padding)"
+    del train_texts, test_texts  # the ids are all that is needed from here on
+    phase("encode")
+    t_tok = phases["tokenizer fit"] + phases["encode"]
+    if meta["input"] == "padded":
+        shape = f"padded to {meta['maxlen']} ids"
+    else:
+        shape = "bags (no padding" + (f", at most {meta['maxlen']} ids" if meta["maxlen"] is not None else "") + ")"
     print(f"tokenized in {t_tok:.2f}s: {tok.num_ids:,} ids ({args.num_words} words"
           + (f" + {tok.buckets:,} n-gram buckets" if args.ngrams > 1 else "") + f"), {shape}")
 
@@ -137,44 +182,57 @@ def _train(args) -> int:
     model.metadata = {**meta, "labels": classes.tolist()}
     if args.verbose:
         model.summary()
+    phase("model init")
 
     history = model.fit(x, idx, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation_split, verbose=1 if args.verbose else 0)
-    t1 = time.perf_counter()
-    test_loss, test_acc = model.evaluate(x_test, test_idx, batch_size=max(args.batch_size, 256), verbose=0)
-    t_eval = time.perf_counter() - t1
+    phase("fit")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    picture = out / "training_curve.png"
+    plotter.draw(history.history, picture)  # drawn by the child while this process goes on
+    # Evaluation needs no small batches: one forward per 4,096 texts.
+    test_loss, test_acc = model.evaluate(x_test, test_idx, batch_size=max(args.batch_size, _EVAL_BATCH), verbose=0)
+    phase("evaluate")
     stats = history.epoch_stats
     sec_epoch = sum(s["seconds"] for s in stats) / max(len(stats), 1)
     tok_s = sum(s["tokens"] for s in stats) / max(sum(s["seconds"] for s in stats), 1e-9)
-    wall = time.perf_counter() - t_start
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.fsm"
     model.save(model_path)
+    phase("save model")
+    picture = plotter.wait()
+    phase("picture")
+    wall = time.perf_counter() - t_start
+    total = wall + (before or 0.0)
     record = {
         "history": history.history,
         "epoch_stats": stats,
         "test": {"loss": test_loss, "accuracy": test_acc},
         "seconds_per_epoch": sec_epoch,
         "tokens_per_s": tok_s,
-        "seconds": {"read": t_read, "tokenize": t_tok, "evaluate": t_eval, "total": wall},
+        "seconds": {"read": phases["read"], "tokenize": t_tok, "evaluate": phases["evaluate"], "total": total,
+                    "phases": dict(phases)},
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
     (out / "history.json").write_text(json.dumps(record, indent=2) + "\n")
-    picture = _plot(history.history, out / "training_curve.png")
 
+    if args.verbose:
+        print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     rows = [
         ("test loss", f"{test_loss:.4f}"),
         ("test accuracy", f"{test_acc:.4f}"),
         ("seconds per epoch", f"{sec_epoch:.3f}"),
         ("tokens/s", f"{tok_s:,.0f}"),
         ("tokenize seconds", f"{t_tok:.2f}"),
-        ("total seconds", f"{wall:.2f}"),
+        ("total seconds", f"{total:.2f}"),
     ]
     _table(rows)
     print(f"wrote {model_path}, {out / 'history.json'}" + (f", {picture}" if picture else ""))
     return 0
+
+
+_EVAL_BATCH = 4096
 
 
 def _table(rows):
@@ -187,32 +245,114 @@ def _table(rows):
     print(line)
 
 
-def _plot(history, path):
-    try:
-        import matplotlib
+# The training-curve picture, drawn by a child interpreter that imports matplotlib while the
+# parent reads and tokenizes, then waits for the history on stdin.  Figure + the Agg canvas,
+# not pyplot: no backend selection, no GUI toolkit probing.
+_PLOT_CHILD = r"""
+import json, sys
+try:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError:
+    sys.exit(3)
+data = sys.stdin.read()
+if not data.strip():
+    sys.exit(0)  # the parent stopped before training ended: nothing to draw
+job = json.loads(data)
+history, path = job["history"], job["path"]
+keys = [k for k in ("loss", "accuracy") if k in history]
+fig = Figure(figsize=(5 * len(keys), 3.6))
+axes = fig.subplots(1, len(keys), squeeze=False)
+for ax, k in zip(axes[0], keys):
+    epochs = range(1, len(history[k]) + 1)
+    ax.plot(epochs, history[k], "o-", label=f"train {k}")
+    if f"val_{k}" in history:
+        ax.plot(epochs, history[f"val_{k}"], "s--", label=f"validation {k}")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(k)
+    ax.grid(alpha=0.3)
+    ax.legend()
+fig.tight_layout()
+fig.savefig(path, dpi=110)
+"""
+_NO_MATPLOTLIB = 3
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
-        return None
-    keys = [k for k in ("loss", "accuracy") if k in history]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        epochs = range(1, len(history[k]) + 1)
-        ax.plot(epochs, history[k], "o-", label=f"train {k}")
-        if f"val_{k}" in history:
-            ax.plot(epochs, history[f"val_{k}"], "s--", label=f"validation {k}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(k)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+class _Plotter:
+    """The picture's child process: started first, given the history at the end."""
+
+    def __init__(self):
+        self.proc = None
+        self.path = None
+        self.missing = not _matplotlib_importable()
+        if self.missing:
+            return
+        env = dict(os.environ, MPLBACKEND="Agg")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _PLOT_CHILD], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        except OSError as e:
+            print(f"warning: could not start the plotting process ({e}): no training-curve picture", file=sys.stderr)
+
+    def draw(self, history, path):
+        self.path = Path(path)
+        if self.proc is None:
+            return
+        job = json.dumps({"history": history, "path": os.fspath(self.path)}, allow_nan=True)
+        try:
+            self.proc.stdin.write(job.encode("utf-8"))
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone: wait() reports why
+
+    def wait(self):
+        """The picture's path once written, or None (after saying why)."""
+        if self.proc is None:
+            if self.missing:
+                print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+            return None
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        rc = self.proc.wait()
+        self.proc.stderr.close()
+        proc, self.proc = self.proc, None
+        if rc == _NO_MATPLOTLIB:
+            print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+            return None
+        if rc != 0 or not self.path.is_file():
+            tail = err.strip().splitlines()[-1:] or [f"exit status {rc}"]
+            print(f"warning: the training-curve picture was not written ({tail[0]})", file=sys.stderr)
+            return None
+        return self.path
+
+    def close(self):
+        """Ends a child that was never given a job (an error before the end of training)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if not proc.stdin.closed:
+                proc.stdin.close()  # EOF: the child exits without drawing
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _matplotlib_importable():
+    if "matplotlib" in sys.modules:
+        return sys.modules["matplotlib"] is not None  # None: its import is blocked here
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------- evaluate / predict

@@ -150,6 +150,7 @@ def _train_run(args, plotter, phases, phase, t_start, before):
     import numpy as np
 
     from fastscale import _textmodel as R
+    from fastscale.nn import saving
 
     (train_texts, y_train), (test_texts, y_test), source = _load_data(args)
     phase("read")
@@ -199,7 +200,9 @@ def _train_run(args, plotter, phases, phase, t_start, before):
     tok_s = sum(s["tokens"] for s in stats) / max(sum(s["seconds"] for s in stats), 1e-9)
 
     model_path = out / "model.fsm"
-    model.save(model_path)
+    # Weights, tokenizer and settings: what evaluate / predict need.  Adam's moments would
+    # triple the file (and its write time) for a command that never resumes training.
+    saving.save_model(model, model_path, include_optimizer=False)
     phase("save model")
     picture = plotter.wait()
     phase("picture")
@@ -451,7 +454,8 @@ def main(argv=None) -> int:
                    help="lazy Adam on the embedding (auto: for tables above 200,000 rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.2)
-    p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm, history.json, training_curve.png")
+    p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm (weights, tokenizer, settings; no optimizer state), history.json, "
+                        "training_curve.png")
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
     p.set_defaults(func=_train)
 

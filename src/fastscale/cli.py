@@ -208,6 +208,7 @@ def _train_run(args, plotter, phases, phase, t_start, before):
     phase("picture")
     wall = time.perf_counter() - t_start
     total = wall + (before or 0.0)
+    rss = _peak_rss_mb()
     record = {
         "history": history.history,
         "epoch_stats": stats,
@@ -216,6 +217,7 @@ def _train_run(args, plotter, phases, phase, t_start, before):
         "tokens_per_s": tok_s,
         "seconds": {"read": phases["read"], "tokenize": t_tok, "evaluate": phases["evaluate"], "total": total,
                     "phases": dict(phases)},
+        "peak_rss_mb": {"train": rss, "plot": plotter.peak_rss_mb},
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
     (out / "history.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -230,6 +232,8 @@ def _train_run(args, plotter, phases, phase, t_start, before):
         ("tokenize seconds", f"{t_tok:.2f}"),
         ("total seconds", f"{total:.2f}"),
     ]
+    if rss is not None:
+        rows.append(("peak memory MB", f"{rss:,.0f}" + (f" + {plotter.peak_rss_mb:,.0f} plot" if plotter.peak_rss_mb else "")))
     _table(rows)
     print(f"wrote {model_path}, {out / 'history.json'}" + (f", {picture}" if picture else ""))
     return 0
@@ -288,6 +292,7 @@ class _Plotter:
     def __init__(self):
         self.proc = None
         self.path = None
+        self.peak_rss_mb = None
         self.missing = not _matplotlib_importable()
         if self.missing:
             return
@@ -316,9 +321,14 @@ class _Plotter:
                 print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
             return None
         err = self.proc.stderr.read().decode("utf-8", "replace")
-        rc = self.proc.wait()
-        self.proc.stderr.close()
         proc, self.proc = self.proc, None
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = rc = os.waitstatus_to_exitcode(status)
+            self.peak_rss_mb = _rss_mb(usage.ru_maxrss)
+        else:
+            rc = proc.wait()
+        proc.stderr.close()
         if rc == _NO_MATPLOTLIB:
             print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
             return None
@@ -345,6 +355,18 @@ class _Plotter:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def _rss_mb(maxrss):
+    return maxrss / (1 << 20) if sys.platform == "darwin" else maxrss / 1024  # bytes there, KiB on Linux
+
+
+def _peak_rss_mb():
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _matplotlib_importable():
@@ -423,6 +445,9 @@ def _lazy(s):
     return {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[s.lower()]
 
 
+_OWN_COMMANDS = ("info", "bench", "train", "evaluate", "predict")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -470,8 +495,12 @@ def main(argv=None) -> int:
     p.add_argument("texts", nargs="*")
     p.set_defaults(func=_predict)
 
-    from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
-    _add_sweep(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in _OWN_COMMANDS:
+        # The sweep parser imports fastscale.scaling (~40 ms): only when it can be the command
+        # (or for the top-level help), not on the way to `train`.
+        from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
+        _add_sweep(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

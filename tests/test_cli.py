@@ -70,6 +70,19 @@ def test_padded_input_trains_the_same_model(data, capsys):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("extra,want", [
+    ([], {"embed_dim": 128, "epochs": 10, "buckets": None, "lazy": None, "batch_size": 64}),
+    (["--ngrams", "2"], {"embed_dim": 16, "epochs": 5, "buckets": 2**20, "lazy": True, "batch_size": 64}),
+    (["--ngrams", "2", "--embed-dim", "64", "--epochs", "3", "--buckets", "4096", "--lazy", "false"],
+     {"embed_dim": 64, "epochs": 3, "buckets": 4096, "lazy": False, "batch_size": 64}),
+    (["--epochs", "2", "--embed-dim", "8"], {"embed_dim": 8, "epochs": 2, "buckets": None, "lazy": None}),
+])
+def test_defaults_follow_ngrams_unless_given(extra, want):
+    argv = ["train", *extra]
+    args = cli._resolve_defaults(cli._parser(argv).parse_args(argv))
+    assert {k: getattr(args, k) for k in want} == want
+
+
 def test_bigrams_use_bags(data, capsys):
     out = data / "bi"
     rc = cli.main(["train", "--train", str(data / "train.tsv.gz"), "--test", str(data / "test.tsv.gz"), "--out", str(out),

@@ -125,7 +125,32 @@ def _process_seconds():
 
 
 # ---------------------------------------------------------------------------- train
+# The origin's settings, and the defaults with --ngrams 2+ (benchmarks/README.md measures
+# them: buckets x embed_dim x epochs against test accuracy, seconds and memory).  Hashed
+# bigrams make the table 10,000 + buckets rows: 16 columns keep its parameters and Adam's
+# moments at 201 MB, lazy Adam updates only the rows a batch touches (dense Adam reads all
+# of them every step), and the model fits the training set by epoch 3.
+ORIGIN = {"embed_dim": 128, "epochs": 10}
+NGRAM = {"embed_dim": 16, "epochs": 5, "buckets": 2**20, "lazy": True}
+
+
+def _resolve_defaults(args):
+    """Fill the options left unset with the origin's settings, or the n-gram ones."""
+    d = NGRAM if args.ngrams > 1 else ORIGIN
+    if args.embed_dim is None:
+        args.embed_dim = d["embed_dim"]
+    if args.epochs is None:
+        args.epochs = d["epochs"]
+    if args.ngrams > 1:
+        if args.buckets is None:
+            args.buckets = NGRAM["buckets"]
+        if args.lazy is None:
+            args.lazy = NGRAM["lazy"]
+    return args
+
+
 def _train(args) -> int:
+    _resolve_defaults(args)
     t_start = time.perf_counter()
     before = _process_seconds()  # interpreter start-up + imports, before _train began
     phases = {"startup": before} if before is not None else {}
@@ -445,10 +470,20 @@ def _lazy(s):
     return {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[s.lower()]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help says what unset means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:  # nargs 0: a flag
+            return action.help
+        return super()._get_help_string(action)
+
+
 _OWN_COMMANDS = ("info", "bench", "train", "evaluate", "predict")
 
 
-def main(argv=None) -> int:
+def _parser(argv):
+    """The argument parser for ``argv`` (the sweep commands only when argv can name them)."""
     parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
@@ -460,25 +495,31 @@ def main(argv=None) -> int:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("train", help="train the text classifier; prints a results table, writes model, history, plot",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--train", help="training data: 'label<TAB>text' lines (.gz ok); default: the IMDB reviews")
     p.add_argument("--test", help="test data, same format")
     p.add_argument("--download", action="store_true", help="without --train: download IMDB if it is not found locally")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"training epochs (default: {ORIGIN['epochs']}, the origin's; {NGRAM['epochs']} with --ngrams 2+)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="training batch size (the origin's)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--num-words", type=_positive_int, default=10000, help="vocabulary size (Keras num_words)")
     p.add_argument("--maxlen", type=_maxlen, default=None, help="pad/truncate to this many ids (None: the longest text)")
-    p.add_argument("--embed-dim", type=_positive_int, default=128)
+    p.add_argument("--embed-dim", type=_positive_int, default=None,
+                   help=f"embedding size (default: {ORIGIN['embed_dim']}, the origin's; {NGRAM['embed_dim']} with --ngrams 2+)")
     p.add_argument("--hidden", type=int, default=64, help="hidden Dense units (0: none)")
-    p.add_argument("--ngrams", type=_positive_int, default=1, help="2: add hashed word bigrams (fastText)")
-    p.add_argument("--buckets", type=_positive_int, default=None, help="n-gram hash buckets (default: the Tokenizer's)")
+    p.add_argument("--ngrams", type=_positive_int, default=1,
+                   help="2: add hashed word bigrams (fastText); changes the defaults of --embed-dim, --epochs and "
+                        "--lazy (see benchmarks/README.md for the measurements behind them)")
+    p.add_argument("--buckets", type=_positive_int, default=None,
+                   help=f"n-gram hash buckets (default: 2**{NGRAM['buckets'].bit_length() - 1})")
     p.add_argument("--input", choices=("auto", "padded", "bags"), default="auto",
-                   help="padded ids (the origin) or bags without padding; auto: padded for ngrams 1, bags otherwise")
+                   help="padded: the origin's (texts, longest) id array; bags: CSR ids without padding, cut where "
+                        "the padding would cut (the same model, bitwise, in a tenth of the memory); auto: bags")
     p.add_argument("--lazy", type=_lazy, default=None, metavar="{auto,true,false}",
-                   help="lazy Adam on the embedding (auto: for tables above 200,000 rows)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-split", type=float, default=0.2)
+                   help="lazy Adam on the embedding (auto: with --ngrams 2+, or for tables above 200,000 rows)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights, shuffles")
+    p.add_argument("--validation-split", type=float, default=0.2, help="last fraction of the training data held out")
     p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm (weights, tokenizer, settings; no optimizer state), history.json, "
                         "training_curve.png")
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
@@ -495,13 +536,17 @@ def main(argv=None) -> int:
     p.add_argument("texts", nargs="*")
     p.set_defaults(func=_predict)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in _OWN_COMMANDS:
         # The sweep parser imports fastscale.scaling (~40 ms): only when it can be the command
         # (or for the top-level help), not on the way to `train`.
         from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
         _add_sweep(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except CLIError as e:

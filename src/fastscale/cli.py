@@ -154,24 +154,26 @@ def _train(args) -> int:
     t_start = time.perf_counter()
     before = _process_seconds()  # interpreter start-up + imports, before _train began
     phases = {"startup": before} if before is not None else {}
-    mark = [t_start]
+    cpu = {"startup": time.process_time()} if before is not None else {}  # CPU seconds (all threads)
+    mark = [t_start, time.process_time()]
 
     def phase(name):
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         phases[name] = phases.get(name, 0.0) + now - mark[0]
-        mark[0] = now
+        cpu[name] = cpu.get(name, 0.0) + now_cpu - mark[1]
+        mark[0], mark[1] = now, now_cpu
 
     # matplotlib's import (~0.6 s) and drawing run in a child process, beside reading and
     # tokenizing here: no GIL shared with the training loop, and the picture is drawn while
     # this process evaluates and saves the model.
     plotter = _Plotter()
     try:
-        return _train_run(args, plotter, phases, phase, t_start, before)
+        return _train_run(args, plotter, phases, cpu, phase, t_start, before)
     finally:
         plotter.close()
 
 
-def _train_run(args, plotter, phases, phase, t_start, before):
+def _train_run(args, plotter, phases, cpu, phase, t_start, before):
     import numpy as np
 
     from fastscale import _textmodel as R
@@ -241,7 +243,7 @@ def _train_run(args, plotter, phases, phase, t_start, before):
         "seconds_per_epoch": sec_epoch,
         "tokens_per_s": tok_s,
         "seconds": {"read": phases["read"], "tokenize": t_tok, "evaluate": phases["evaluate"], "total": total,
-                    "phases": dict(phases)},
+                    "phases": dict(phases), "cpu_phases": cpu},
         "peak_rss_mb": {"train": rss, "plot": plotter.peak_rss_mb},
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }

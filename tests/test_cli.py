@@ -138,3 +138,26 @@ def test_bad_inputs(data, capsys):
 def test_info_still_works(capsys):
     assert cli.main(["info"]) == 0
     assert "backends:" in capsys.readouterr().out
+
+
+def test_unknown_test_labels_stop_before_training(data, capsys):
+    """An error after the plotting child started: reported (exit 2), the child ended."""
+    from .nn.textdata import write_tsv as write
+
+    write(data / "three.tsv.gz", 60, seed=5, classes=3)
+    rc = cli.main(["train", "--train", str(data / "train.tsv.gz"), "--test", str(data / "three.tsv.gz"),
+                   "--out", str(data / "bad"), "-q", *SMALL])
+    assert rc == 2
+    assert "test labels [2] do not occur in the training data" in capsys.readouterr().err
+    assert not (data / "bad" / "model.fsm").exists()
+
+
+def test_picture_failure_is_a_warning(data, capsys):
+    out = data / "pic"
+    (out / "training_curve.png").mkdir(parents=True)  # savefig cannot write over a folder
+    rc = cli.main(["train", "--train", str(data / "train.tsv.gz"), "--test", str(data / "test.tsv.gz"),
+                   "--out", str(out), "-q", *SMALL])
+    captured = capsys.readouterr()
+    assert rc == 0 and (out / "model.fsm").exists() and (out / "history.json").exists()
+    assert "the training-curve picture was not written" in captured.err
+    assert "training_curve.png" not in captured.out.splitlines()[-1]

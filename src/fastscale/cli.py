@@ -366,22 +366,19 @@ class _Plotter:
         return self.path
 
     def close(self):
-        """Ends a child that was never given a job (an error before the end of training)."""
+        """Ends a child that has no picture to finish (an error before training ended): killed,
+        not waited for, so an error is reported without waiting for matplotlib's import."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        if self.path is None:
+            proc.kill()
         try:
-            if not proc.stdin.closed:
-                proc.stdin.close()  # EOF: the child exits without drawing
+            proc.stdin.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        proc.wait()
+        proc.stderr.close()
 
 
 def _rss_mb(maxrss):

@@ -101,8 +101,14 @@ def label_encoding(y):
     return classes, idx.astype(np.int64)
 
 
-def build_model(num_ids, n_classes, embed_dim=128, hidden=64, mask_zero=True):
-    layers = [nn.Embedding(num_ids, embed_dim, mask_zero=mask_zero), nn.GlobalAveragePooling1D()]
+# Embedding initialisers by the framework whose default they are.
+INITS = {"keras": {"class_name": "RandomUniform", "config": {"minval": -0.05, "maxval": 0.05}},
+         "torch": {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 1.0}}}
+
+
+def build_model(num_ids, n_classes, embed_dim=128, hidden=64, mask_zero=True, init="uniform"):
+    layers = [nn.Embedding(num_ids, embed_dim, mask_zero=mask_zero, embeddings_initializer=init),
+              nn.GlobalAveragePooling1D()]
     if hidden:
         layers.append(nn.Dense(hidden, activation="relu"))
     if n_classes == 2:

@@ -130,8 +130,8 @@ def _process_seconds():
 # bigrams make the table 10,000 + buckets rows: 16 columns keep its parameters and Adam's
 # moments at 201 MB, lazy Adam updates only the rows a batch touches (dense Adam reads all
 # of them every step), and the model fits the training set by epoch 3.
-ORIGIN = {"embed_dim": 128, "epochs": 10}
-NGRAM = {"embed_dim": 16, "epochs": 5, "buckets": 2**20, "lazy": True}
+ORIGIN = {"embed_dim": 128, "epochs": 10, "init": "torch"}
+NGRAM = {"embed_dim": 16, "epochs": 5, "buckets": 2**20, "lazy": True, "init": "keras"}
 
 
 def _resolve_defaults(args):
@@ -141,6 +141,8 @@ def _resolve_defaults(args):
         args.embed_dim = d["embed_dim"]
     if args.epochs is None:
         args.epochs = d["epochs"]
+    if args.init is None:
+        args.init = d["init"]
     if args.ngrams > 1:
         if args.buckets is None:
             args.buckets = NGRAM["buckets"]
@@ -204,7 +206,7 @@ def _train_run(args, plotter, phases, cpu, phase, t_start, before):
     if unknown.any():
         raise CLIError(f"test labels {sorted(set(np.asarray(y_test)[unknown].tolist()))} do not occur in the training data")
     n = len(classes)
-    model = R.build_model(tok.num_ids, n, args.embed_dim, args.hidden)
+    model = R.build_model(tok.num_ids, n, args.embed_dim, args.hidden, init=R.INITS[args.init])
     R.compile_model(model, n, args.lr, args.lazy, args.seed)
     model.tokenizer = tok
     model.metadata = {**meta, "labels": classes.tolist()}
@@ -507,6 +509,9 @@ def _parser(argv):
     p.add_argument("--embed-dim", type=_positive_int, default=None,
                    help=f"embedding size (default: {ORIGIN['embed_dim']}, the origin's; {NGRAM['embed_dim']} with --ngrams 2+)")
     p.add_argument("--hidden", type=int, default=64, help="hidden Dense units (0: none)")
+    p.add_argument("--init", choices=("keras", "torch"), default=None,
+                   help="embedding initialiser: keras = uniform(-0.05, 0.05), Keras's Embedding default; "
+                        "torch = N(0, 1), PyTorch's nn.Embedding default (default: torch; keras with --ngrams 2+, see README)")
     p.add_argument("--ngrams", type=_positive_int, default=1,
                    help="2: add hashed word bigrams (fastText); changes the defaults of --embed-dim, --epochs and "
                         "--lazy (see benchmarks/README.md for the measurements behind them)")

@@ -81,10 +81,13 @@ class _Inputs:
         if self.arr is not None:
             return self.arr[idx]
         ids, off = self.csr
-        lens = off[idx + 1] - off[idx]
+        starts, ends = off[idx], off[idx + 1]
         new_off = np.zeros(idx.shape[0] + 1, np.int64)
-        np.cumsum(lens, out=new_off[1:])
-        pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(off[idx] - new_off[:-1], lens)
+        np.cumsum(ends - starts, out=new_off[1:])
+        if idx.shape[0] <= 4096:  # a batch: one slice per bag beats an index array per id
+            parts = [ids[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+            return (np.concatenate(parts) if parts else ids[:0]), new_off
+        pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(starts - new_off[:-1], ends - starts)
         return ids[pos], new_off
 
     def slice(self, start, stop):

@@ -76,15 +76,20 @@ FS_INLINE void dense_tail_body(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
 FS_MULTIVERSION(dense_blocks, dense_blocks_body)
 FS_MULTIVERSION(dense_tail, dense_tail_body)
 
+// Threads take chunks of CHUNK elements dynamically: a worker that wakes late (the OpenMP
+// runtime waits passively, see _backends.py) costs its wake-up once, not half the work.
+// Which thread updates an element never changes its value, so this stays bitwise stable.
+constexpr i64 CHUNK = 1 << 14;
+
 template <class T, int WD, class W = std::integral_constant<int, WD>>
 void dense_kernel(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
   const i64 nb = n / BLK;
+  const i64 cb = CHUNK / BLK, nchunks = (nb + cb - 1) / cb;
   const int nt = n >= PAR_MIN ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
-    const i64 b0 = nb * t / T_, b1 = nb * (t + 1) / T_;
-    if (b1 > b0) dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 c = 0; c < nchunks; ++c) {
+    const i64 b0 = c * cb, b1 = std::min(nb, b0 + cb);
+    dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
   }
   const i64 done = nb * BLK;
   if (done < n) dense_tail<T, W>(p + done, g + done, m + done, v + done, n - done, k);
@@ -149,13 +154,13 @@ template <class T, int WD, class I, class W = std::integral_constant<int, WD>>
 void rows_dense_kernel(T* p, const I* rows, const T* vals, T* m, T* v, const T* zeros, i64 V, i64 R, i64 D,
                        Coef<T> c) {
   const int nt = V * D >= PAR_MIN ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
-    const i64 r0 = V * t / T_, r1 = V * (t + 1) / T_;
+  const i64 cr = std::max<i64>(1, CHUNK / std::max<i64>(D, 1)), nchunks = (V + cr - 1) / cr;  // rows per chunk
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 ch = 0; ch < nchunks; ++ch) {
+    const i64 r0 = ch * cr, r1 = std::min(V, r0 + cr);
     // First listed row >= r0 (rows are strictly increasing: checked before the region).
     const i64 k = std::lower_bound(rows, rows + R, static_cast<I>(r0)) - rows;
-    if (r1 > r0) rows_dense<T, W, I>(p, rows, vals, m, v, zeros, D, r0, r1, k, R, c);
+    rows_dense<T, W, I>(p, rows, vals, m, v, zeros, D, r0, r1, k, R, c);
   }
 }
 

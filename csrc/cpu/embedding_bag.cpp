@@ -356,17 +356,15 @@ FS_MULTIVERSION(segment_rows, segment_rows_body)
 template <class T>
 void segment_kernel(const T* dout, i64 D, const std::int64_t* starts, const std::int64_t* ent_bag, const T* ent_c,
                     T* values, i64 U) {
-  // Rows split by entry count, not row count: a few frequent rows ("the") hold many entries.
+  // Chunks of rows taken dynamically (a worker that wakes late -- the runtime waits
+  // passively -- or a chunk holding a frequent row such as "the" does not hold the other
+  // thread back).  A row's sum never depends on the thread that computes it.
   const i64 E = starts[U];
   const int nt = E * D >= (1 << 14) ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
-    const i64 e0 = E * t / T_, e1 = E * (t + 1) / T_;
-    const i64 u0 = t == 0 ? 0 : std::upper_bound(starts, starts + U + 1, e0) - starts - 1;
-    const i64 u1 = t == T_ - 1 ? U : std::upper_bound(starts, starts + U + 1, e1) - starts - 1;
-    if (u1 > u0) segment_rows<T>(dout, D, starts, ent_bag, ent_c, values, u0, u1);
-  }
+  constexpr i64 CR = 64;  // rows per chunk
+  const i64 nchunks = (U + CR - 1) / CR;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 c = 0; c < nchunks; ++c) segment_rows<T>(dout, D, starts, ent_bag, ent_c, values, c * CR, std::min(U, c * CR + CR));
 }
 
 // ------------------------------------------------------------------ bindings

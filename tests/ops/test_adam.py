@@ -31,8 +31,24 @@ def _tol(dtype):
     return dict(rtol=5e-5, atol=5e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
 
 
-def _close(got, want, dtype, what):
-    np.testing.assert_allclose(to_np(got).astype(np.float64), want, **_tol(dtype), err_msg=what)
+def _close(got, want, dtype, what, skip=None):
+    got = to_np(got).astype(np.float64)
+    if skip is not None and dtype == np.float32:
+        got, want = got[~skip], np.asarray(want)[~skip]
+    np.testing.assert_allclose(got, want, **_tol(dtype), err_msg=what)
+
+
+def _ill_conditioned(p, grad, h):
+    """Elements whose float32 update no float32 kernel can match to 1e-4: with beta2 = 0
+    (v = g * g) and L2 decay, g = grad + wd * p may cancel to a few ulps, and the step
+    alpha * m / (|g| + eps) then carries that cancellation's relative error (hypothesis found
+    V=1000, d=300, beta2=0, eps=1e-8, wd=0.01: 9e-4 relative on one element of 300,000)."""
+    p = np.asarray(p, np.float64)
+    grad = np.asarray(grad, np.float64)
+    wd = h.get("weight_decay", 0.0)
+    if h.get("beta2", 0.999) != 0.0 or not wd or h.get("decoupled", False):
+        return np.zeros(np.broadcast_shapes(p.shape, grad.shape), bool)
+    return np.abs(grad + wd * p) < 1e-2 * (np.abs(grad) + wd * np.abs(p))
 
 
 hyper = st.fixed_dictionaries(
@@ -63,13 +79,15 @@ def test_adam_step_matches_reference(backend, to_xp, lead, d, dtype, h, t0, step
     p, g, m, v = _state(np.random.default_rng(seed), shape, dtype)
     rp, rm, rv = (a.astype(np.float64) for a in (p, m, v))
     xp_p, xp_m, xp_v = to_xp(p.copy()), to_xp(m.copy()), to_xp(v.copy())
+    skip = np.zeros(shape, bool)
     for t in range(t0, t0 + steps):
         gt = g * np.asarray(t - t0 + 1, dtype)  # a different gradient each step
+        skip |= _ill_conditioned(rp, gt, h)
         assert fastscale.adam_step(xp_p, to_xp(gt), xp_m, xp_v, step=t, backend=backend, **h) is None
         rp, rm, rv = A.reference(rp, gt, rm, rv, step=t, **h)
     for got, want, what in ((xp_p, rp, "param"), (xp_m, rm, "m"), (xp_v, rv, "v")):
         assert got.dtype == dtype and got.shape == shape
-        _close(got, want, dtype, what)
+        _close(got, want, dtype, what, skip if what == "param" else None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -139,8 +157,10 @@ def test_sparse_adam_step_matches_reference(backend, to_xp, V, d, frac, idt, dty
     assert fastscale.sparse_adam_step(xs[0], to_xp(rows), to_xp(values), xs[1], xs[2], step=t, backend=backend,
                                       **h) is None
     untouched = np.setdiff1d(np.arange(V), rows)
+    skip = np.zeros((V, d), bool)
+    skip[rows] = _ill_conditioned(p[rows], values, h)
     for got, want, start, what in zip(xs, (rp, rm, rv), (p, m, v), ("param", "m", "v")):
-        _close(got, want, dtype, what)
+        _close(got, want, dtype, what, skip if what == "param" else None)
         np.testing.assert_array_equal(to_np(got)[untouched], start[untouched], err_msg=f"{what}: untouched rows")
 
 
@@ -193,8 +213,9 @@ def test_adam_step_sparse_rows_grad_matches_reference(backend, to_xp, V, d, frac
     xs = [to_xp(a.copy()) for a in (p, m, v)]
     g = fastscale.SparseRows(to_xp(rows), to_xp(values), V)
     assert fastscale.adam_step(xs[0], g, xs[1], xs[2], step=t, backend=backend, **h) is None
+    skip = _ill_conditioned(p, grad, h)
     for got, w, what in zip(xs, want, ("param", "m", "v")):
-        _close(got, w, dtype, what)
+        _close(got, w, dtype, what, skip if what == "param" else None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

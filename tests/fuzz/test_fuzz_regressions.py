@@ -168,3 +168,19 @@ def test_adam_float64_hyperparameter_past_float32_range(cpu_backend, form):
             fs.adam_step([p], [g], [m], [v], **h)
     np.testing.assert_array_equal(p, want)
     assert np.isfinite(m).all() and np.isfinite(v).all()
+
+
+def test_adam_sparse_rows_grad_misaligned_rows_is_copied(cpu_backend):
+    # The SparseRows fast path first took a misaligned rows view to the kernel (cpp raised
+    # "must be aligned", numba and numpy ran): misaligned arrays must take the copying path.
+    buf = np.zeros(3 * 8 + 1, np.uint8)
+    buf[1:] = np.frombuffer(np.array([0, 2, 3], np.int64).tobytes(), np.uint8)
+    rows = np.frombuffer(buf.data, dtype=np.int64, count=3, offset=1)
+    assert not rows.flags.aligned and rows.tolist() == [0, 2, 3]
+    p, m, v = (np.ones((4, 3), f32) for _ in range(3))
+    want, wm, wv = p.copy(), m.copy(), v.copy()
+    fs.adam_step(p, fs.SparseRows(rows, np.ones((3, 3), f32), 4), m, v, step=1, backend=cpu_backend)
+    dense = np.ones((4, 3), f32)
+    dense[1] = 0
+    fs.adam_step(want, dense, wm, wv, step=1, backend=cpu_backend)
+    assert p.tobytes() == want.tobytes()

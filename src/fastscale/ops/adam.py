@@ -219,6 +219,21 @@ def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
 
 def _adam_step_rows(param, grad, m, v, backend, *hyper):
     rows, values = grad.rows, grad.values
+    nd = np.ndarray
+    if (type(param) is nd and type(m) is nd and type(v) is nd and type(rows) is nd and type(values) is nd
+            and param.ndim == 2 and param.dtype in C.FLOATS and m.dtype == param.dtype and v.dtype == param.dtype
+            and values.dtype == param.dtype and rows.dtype in C.INDEXES and rows.ndim == 1
+            and m.shape == param.shape and v.shape == param.shape and grad.num_embeddings == param.shape[0]
+            and values.shape == (rows.shape[0], param.shape[1])
+            and param.base is None and m.base is None and v.base is None and values.base is None
+            and len({id(param), id(m), id(v), id(values)}) == 4
+            and all(a.flags.c_contiguous and a.flags.writeable and a.flags.aligned for a in (param, m, v))
+            and all(a.flags.c_contiguous and a.flags.aligned for a in (values, rows))):
+        # The training loop's case, cleared cheaply (owned, distinct arrays cannot overlap);
+        # anything else takes the full checks below, which name what is wrong.
+        _name, impl = _ROWS.pick(backend, False)
+        impl(param, rows, values, m, v, _hyper(OP, *hyper))
+        return
     is_cupy = C.array_kind(OP, param=param, rows=rows, values=values, m=m, v=v)
     C.check_float(OP, "param", param, ndim=2)
     if grad.num_embeddings != param.shape[0]:

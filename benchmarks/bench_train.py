@@ -5,7 +5,9 @@
 
 Both sides get the same tokenizer output (Keras rules, num_words 10000, OOV), the same
 padded ids (padded to the longest training review, as the origin), the same initial weights
-(Keras initialisers, copied from the fastscale model), the same validation split (last 20%),
+(copied from the fastscale model: Dense layers Keras's glorot-uniform, the embedding N(0, 1)
+as `fastscale train` starts it, or Keras's uniform(-0.05, 0.05) with ``--init keras``), the
+same validation split (last 20%),
 the same per-epoch shuffles and batch size 64:
 
 * fastscale: ``Embedding(mask_zero=True) -> GlobalAveragePooling1D`` (fused embedding_bag)
@@ -66,10 +68,12 @@ def prepare(limit=None, ngrams=1, num_words=10000, buckets=None):
     return dict(x=x, y=np.asarray(tr_y), x_te=x_te, y_te=np.asarray(te_y), V=tok.num_ids, t_tok=t_tok, dir=d)
 
 
-def fastscale_model(V, seed=0, lazy=False):
+def fastscale_model(V, seed=0, lazy=False, init="keras"):
     from fastscale import nn, optim
+    from fastscale._textmodel import INITS
 
-    m = nn.Sequential([nn.Embedding(V, 128, mask_zero=True), nn.GlobalAveragePooling1D(),
+    m = nn.Sequential([nn.Embedding(V, 128, mask_zero=True, embeddings_initializer=INITS[init]),
+                       nn.GlobalAveragePooling1D(),
                        nn.Dense(64, activation="relu"), nn.Dense(1, activation="sigmoid")])
     m.compile(optimizer=optim.Adam(learning_rate=1e-3, lazy=lazy), loss="binary_crossentropy", metrics=["accuracy"],
               seed=seed)
@@ -77,8 +81,8 @@ def fastscale_model(V, seed=0, lazy=False):
     return m
 
 
-def run_fastscale(data, epochs, seed=0, lazy=False):
-    m = fastscale_model(data["V"], seed, lazy)
+def run_fastscale(data, epochs, seed=0, lazy=False, init="keras"):
+    m = fastscale_model(data["V"], seed, lazy, init)
     h = m.fit(data["x"], data["y"], epochs=epochs, batch_size=64, validation_split=0.2, seed=seed, verbose=0)
     _, acc = m.evaluate(data["x_te"], data["y_te"], batch_size=256, verbose=0)
     secs = [s["seconds"] for s in h.epoch_stats]
@@ -119,12 +123,12 @@ def _bags(x):
     return x[keep].astype(np.int64), offsets
 
 
-def run_torch(data, epochs, seed=0, bags=False, torch_init=False):
+def run_torch(data, epochs, seed=0, bags=False, torch_init=False, init="keras"):
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
-    weights = fastscale_model(data["V"], seed).get_weights()
+    weights = fastscale_model(data["V"], seed, init=init).get_weights()
     net = _torch_model(weights, copy_init=not torch_init)(None if bags else 0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     lossf = torch.nn.BCEWithLogitsLoss()
@@ -168,6 +172,9 @@ def main(argv=None):
     ap.add_argument("--buckets", type=int, default=None)
     ap.add_argument("--only", choices=("fastscale", "torch", "torch-bags"), action="append")
     ap.add_argument("--lazy", action="store_true", help="fastscale: lazy Adam on the embedding")
+    ap.add_argument("--init", choices=("keras", "torch"), default="torch",
+                    help="the embedding's initialiser both sides start from: keras = uniform(-0.05, 0.05), torch = "
+                         "N(0, 1) (default, as `fastscale train`)")
     ap.add_argument("--torch-init", action="store_true",
                     help="torch runs keep PyTorch's own initialisers instead of the fastscale model's Keras ones")
     args = ap.parse_args(argv)
@@ -183,14 +190,15 @@ def main(argv=None):
     for name in runs:
         t0 = time.perf_counter()
         if name == "fastscale":
-            results[name] = run_fastscale(data, args.epochs, lazy=args.lazy)
+            results[name] = run_fastscale(data, args.epochs, lazy=args.lazy, init=args.init)
         else:
             try:
                 import torch  # noqa: F401
             except ImportError:
                 print(f"{name}: torch not importable, skipped")
                 continue
-            results[name] = run_torch(data, args.epochs, bags=name == "torch-bags", torch_init=args.torch_init)
+            results[name] = run_torch(data, args.epochs, bags=name == "torch-bags", torch_init=args.torch_init,
+                                      init=args.init)
         print(f"  {name}: {results[name]} ({time.perf_counter() - t0:.1f}s)", flush=True)
     ref = results.get("torch", {}).get("s_per_epoch")
     print(f"\n| run | seconds/epoch | test accuracy | speed-up vs torch (padded) |\n|---|---|---|---|")

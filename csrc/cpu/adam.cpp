@@ -16,7 +16,10 @@
 // is computed by the same instructions whatever the thread count: bitwise reproducible.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <vector>
 #include <type_traits>
 
 #include "common.h"
@@ -73,15 +76,20 @@ FS_INLINE void dense_tail_body(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
 FS_MULTIVERSION(dense_blocks, dense_blocks_body)
 FS_MULTIVERSION(dense_tail, dense_tail_body)
 
+// Threads take chunks of CHUNK elements dynamically: a worker that wakes late (the OpenMP
+// runtime waits passively, see _backends.py) costs its wake-up once, not half the work.
+// Which thread updates an element never changes its value, so this stays bitwise stable.
+constexpr i64 CHUNK = 1 << 14;
+
 template <class T, int WD, class W = std::integral_constant<int, WD>>
 void dense_kernel(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
   const i64 nb = n / BLK;
+  const i64 cb = CHUNK / BLK, nchunks = (nb + cb - 1) / cb;
   const int nt = n >= PAR_MIN ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
-    const i64 b0 = nb * t / T_, b1 = nb * (t + 1) / T_;
-    if (b1 > b0) dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 c = 0; c < nchunks; ++c) {
+    const i64 b0 = c * cb, b1 = std::min(nb, b0 + cb);
+    dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
   }
   const i64 done = nb * BLK;
   if (done < n) dense_tail<T, W>(p + done, g + done, m + done, v + done, n - done, k);
@@ -121,6 +129,41 @@ void sparse_kernel(T* p, const I* rows, const T* vals, T* m, T* v, i64 R, i64 D,
   }
 }
 
+// Dense Adam with a row-sparse gradient (SparseRows: the gradient is zero outside rows):
+// every row of the (V, D) table is updated, exactly as adam_step on the densified gradient,
+// but the (V, D) gradient is never built -- for an embedding table that saves writing,
+// clearing and re-reading V * D values per step.  Rows without a gradient read a shared row
+// of zeros, so each element runs the same instructions as in dense_body: bitwise equal.
+template <class T, class W, class I>
+FS_INLINE void rows_dense_body(T* FS_RESTRICT p, const I* FS_RESTRICT rows, const T* FS_RESTRICT vals,
+                               T* FS_RESTRICT m, T* FS_RESTRICT v, const T* FS_RESTRICT zeros, i64 D, i64 r0,
+                               i64 r1, i64 k, i64 R, Coef<T> c) {
+  for (i64 r = r0; r < r1; ++r) {
+    const T* FS_RESTRICT g = zeros;
+    if (k < R && static_cast<i64>(rows[k]) == r) g = vals + (k++) * D;
+    T* FS_RESTRICT pr = p + r * D;
+    T* FS_RESTRICT mr = m + r * D;
+    T* FS_RESTRICT vr = v + r * D;
+#pragma omp simd
+    for (i64 j = 0; j < D; ++j) adam_elem<T, W::value>(pr[j], g[j], mr[j], vr[j], c);
+  }
+}
+FS_MULTIVERSION(rows_dense, rows_dense_body)
+
+template <class T, int WD, class I, class W = std::integral_constant<int, WD>>
+void rows_dense_kernel(T* p, const I* rows, const T* vals, T* m, T* v, const T* zeros, i64 V, i64 R, i64 D,
+                       Coef<T> c) {
+  const int nt = V * D >= PAR_MIN ? get_num_threads() : 1;
+  const i64 cr = std::max<i64>(1, CHUNK / std::max<i64>(D, 1)), nchunks = (V + cr - 1) / cr;  // rows per chunk
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 ch = 0; ch < nchunks; ++ch) {
+    const i64 r0 = ch * cr, r1 = std::min(V, r0 + cr);
+    // First listed row >= r0 (rows are strictly increasing: checked before the region).
+    const i64 k = std::lower_bound(rows, rows + R, static_cast<I>(r0)) - rows;
+    rows_dense<T, W, I>(p, rows, vals, m, v, zeros, D, r0, r1, k, R, c);
+  }
+}
+
 // Status of the rows check: 0 ok, 1 + i: rows[i] outside [0, V), -(1 + i): rows[i] <=
 // rows[i - 1].  The first position where anything is wrong wins (range before order).
 template <class I>
@@ -142,11 +185,20 @@ void with_decay(int mode, F&& f) {
   }
 }
 
+// double -> T rounding to +-inf past T's range (a plain cast of an out-of-range double to
+// float is undefined behaviour; numpy's float32(1e308) is inf, and every backend must agree).
+template <class T>
+T narrow(double x) {
+  if (std::is_same<T, float>::value && std::isfinite(x) && std::fabs(x) > std::numeric_limits<float>::max())
+    return std::copysign(std::numeric_limits<T>::infinity(), static_cast<T>(x > 0 ? 1 : -1));
+  return static_cast<T>(x);
+}
+
 template <class T>
 Coef<T> make_coef(double beta1, double beta2, double alpha, double eps, double wd, double decay) {
-  return Coef<T>{static_cast<T>(1.0 - beta1), static_cast<T>(beta2), static_cast<T>(1.0 - beta2),
-                 static_cast<T>(alpha),       static_cast<T>(eps),   static_cast<T>(wd),
-                 static_cast<T>(decay),       static_cast<T>(beta1)};
+  return Coef<T>{narrow<T>(1.0 - beta1), narrow<T>(beta2), narrow<T>(1.0 - beta2),
+                 narrow<T>(alpha),       narrow<T>(eps),   narrow<T>(wd),
+                 narrow<T>(decay),       narrow<T>(beta1)};
 }
 
 const char* const OP = "adam_step";
@@ -183,6 +235,78 @@ void bind_adam(py::module_& m) {
       py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("beta1"), py::arg("beta2"),
       py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
       "fused in-place Adam step: p -= alpha * m / (sqrt(v) + eps); mode 0 none, 1 L2, 2 decoupled");
+
+  m.def(
+      "adam_step_multi",
+      [](py::list params, py::list grads, py::list exp_avgs, py::list exp_avg_sqs, double beta1, double beta2,
+         double alpha, double eps, double wd, double decay, int mode) {
+        const size_t n = params.size();
+        if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n)
+          shape_error(OP, "the lists param, grad, m, v must have the same length");
+        if (n == 0) return;
+        py::array first = params[0].cast<py::array>();
+        with_float(first, OP, "param", [&](auto tt) {
+          using T = decltype(tt);
+          struct Job { T* p; const T* g; T* m; T* v; i64 n; };
+          std::vector<Job> jobs;
+          jobs.reserve(n);
+          for (size_t i = 0; i < n; ++i) {
+            py::array pa = params[i].cast<py::array>(), ga = grads[i].cast<py::array>();
+            py::array ma = exp_avgs[i].cast<py::array>(), va = exp_avg_sqs[i].cast<py::array>();
+            same_size(OP, pa, ga, "grad");
+            same_size(OP, pa, ma, "m");
+            same_size(OP, pa, va, "v");
+            jobs.push_back(Job{mptr<T>(pa, dt_of<T>(), OP, "param"), cptr<T>(ga, dt_of<T>(), OP, "grad"),
+                               mptr<T>(ma, dt_of<T>(), OP, "m"), mptr<T>(va, dt_of<T>(), OP, "v"),
+                               static_cast<i64>(pa.size())});
+          }
+          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+          py::gil_scoped_release nogil;
+          with_decay<T>(mode, [&](auto wdm) {
+            for (const Job& j : jobs) dense_kernel<T, decltype(wdm)::value>(j.p, j.g, j.m, j.v, j.n, k);
+          });
+        });
+      },
+      py::arg("params"), py::arg("grads"), py::arg("m"), py::arg("v"), py::arg("beta1"), py::arg("beta2"),
+      py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
+      "adam_step over lists of tensors (one dtype) in one call; each tensor exactly as adam_step");
+
+  m.def(
+      "adam_step_rows",
+      [](py::array param, py::array rows, py::array values, py::array exp_avg, py::array exp_avg_sq, double beta1,
+         double beta2, double alpha, double eps, double wd, double decay, int mode) -> i64 {
+        if (param.ndim() != 2) shape_error(OP, "a SparseRows gradient needs a 2-D (V, D) param");
+        same_size(OP, param, exp_avg, "m");
+        same_size(OP, param, exp_avg_sq, "v");
+        const i64 V = dim(param, 0), D = dim(param, 1);
+        if (rows.ndim() != 1) shape_error(OP, "rows must be 1-D");
+        const i64 R = dim(rows, 0);
+        if (values.ndim() != 2 || dim(values, 0) != R || dim(values, 1) != D)
+          shape_error(OP, "values must be (len(rows), D)");
+        return with_float(param, OP, "param", [&](auto tt) -> i64 {
+          using T = decltype(tt);
+          T* p = mptr<T>(param, dt_of<T>(), OP, "param");
+          const T* g = cptr<T>(values, dt_of<T>(), OP, "values");
+          T* mm = mptr<T>(exp_avg, dt_of<T>(), OP, "m");
+          T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), OP, "v");
+          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+          const std::vector<T> zeros(static_cast<size_t>(D), T(0));
+          return with_index(rows, OP, "rows", [&](auto ii) -> i64 {
+            using I = decltype(ii);
+            const I* r = cptr<I>(rows, dt_of<I>(), OP, "rows");
+            py::gil_scoped_release nogil;
+            const i64 st = check_rows(r, R, V);
+            if (st) return st;  // nothing written
+            with_decay<T>(mode, [&](auto wdm) {
+              rows_dense_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, zeros.data(), V, R, D, k);
+            });
+            return 0;
+          });
+        });
+      },
+      py::arg("param"), py::arg("rows"), py::arg("values"), py::arg("m"), py::arg("v"), py::arg("beta1"),
+      py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
+      "dense Adam over every row of param with the gradient zero outside rows; status as sparse_adam_step");
 
   m.def(
       "sparse_adam_step",

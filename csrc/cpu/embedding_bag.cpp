@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "common.h"
 
@@ -123,17 +125,41 @@ FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const
   if (d0 < D) bag_tail<T, I, PSW, PAD>(weight, D, d0, D - d0, ids, s, e, psw, pad, o);
 }
 
+// First position in [s, e) whose id is outside [0, V), or -1: one branch-free unsigned
+// compare per id (negative ids wrap to huge), then a scalar search only when one is bad.
+template <class I>
+FS_INLINE i64 span_first_bad(const I* ids, i64 s, i64 e, i64 V) {
+  using U = std::make_unsigned_t<I>;
+  const bool wide = V > static_cast<i64>(std::numeric_limits<I>::max());  // only negatives can be bad
+  const U lim = static_cast<U>(wide ? std::numeric_limits<I>::max() : V);
+  int bad = 0;
+  if (wide) {
+    for (i64 k = s; k < e; ++k) bad |= ids[k] < 0;
+  } else {
+    for (i64 k = s; k < e; ++k) bad |= static_cast<U>(ids[k]) >= lim;
+  }
+  if (!bad) return -1;
+  for (i64 k = s; k < e; ++k)
+    if (static_cast<i64>(ids[k]) < 0 || static_cast<i64>(ids[k]) >= V) return k;
+  return -1;
+}
+
 // One bag.  The OpenMP loops live outside the multiversioned bodies: GCC outlines a
 // parallel region from the function that contains it, so a region inside an always-inline
 // body would be compiled once, for the baseline, whatever ISA its caller targets.
+// The ids are validated here, bag by bag, on the span that is read anyway (what trimming
+// drops is padding, a valid id): no separate pass over all B * T padded ids.  A bag with a
+// bad id sets *bad to its position and is not computed (the caller raises; out is its own).
 template <class T, class I, class O>
 FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, const T* psw, i64 pad, bool mean,
-                                T* out) {
+                                T* out, i64 V, i64* bad) {
   const bool has_pad = pad >= 0 && pad <= static_cast<i64>(std::numeric_limits<I>::max());  // see count_bag
   const I p = static_cast<I>(has_pad ? pad : 0);
   i64 s = bags.begin(b), e = bags.end(b);
   T* o = out + b * D;
   if (has_pad) trim_bag(bags.ids, s, e, p);
+  *bad = span_first_bad(bags.ids, s, e, V);
+  if (*bad >= 0) return;
   if (psw) {
     if (has_pad) bag_row<T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
     else bag_row<T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);
@@ -150,10 +176,18 @@ FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, 
 }
 FS_MULTIVERSION(forward_bag, forward_bag_body)
 
+// Returns the first bad id's position, or -1 (an integer min: the same for any schedule).
 template <class T, class I, class O>
-void forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* out) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads())
-  for (i64 b = 0; b < B; ++b) forward_bag<T>(weight, D, bags, b, psw, pad, mean, out);
+i64 forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* out,
+                   i64 V) {
+  i64 first = std::numeric_limits<i64>::max();
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : first) num_threads(get_num_threads())
+  for (i64 b = 0; b < B; ++b) {
+    i64 bad = -1;
+    forward_bag<T>(weight, D, bags, b, psw, pad, mean, out, V, &bad);
+    if (bad >= 0 && bad < first) first = bad;
+  }
+  return first == std::numeric_limits<i64>::max() ? -1 : first;
 }
 
 
@@ -195,63 +229,142 @@ void backward_dense_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T
   backward_dense_thread<T>(dout, D, bags, B, psw, pad, mean, grad, V, omp_get_thread_num(), omp_get_num_threads());
 }
 
-// values (U, D) for the unique rows; mark[id] = 1 + slot of id.  Threads own slot blocks.
+// Sparse backward, as a sorted segment reduction (PyTorch's CUDA EmbeddingBag backward does
+// the same): a serial plan groups the positions of each unique row in position order, then
+// each row's gradient is summed once, in registers' reach, and written once.  No (U, D)
+// clearing pass, no read-modify-write of scattered rows, and every row is owned by exactly
+// one thread: bitwise the same for any thread count.
+//
+// plan: rows[0:U] = unique sorted non-padding ids; row u's entries are
+// [starts[u], starts[u + 1]) of (ent_bag, ent_c) = (bag, coefficient: psw[k] or 1 / count),
+// in position order.  Two passes over the bags' non-padding spans; the first also checks
+// the ids (positions outside the spans are padding, valid), so the ids are read twice, not
+// three times.  Returns the status (common.h) and U in *U_out.  mark must be all zero on
+// entry and is all zero again on return, also on error.
 template <class T, class I, class O>
-FS_INLINE void backward_sparse_body(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean,
-                                    const std::int32_t* mark, T* values, i64 U, int t, int nt) {
-  {
-    for (i64 blk = t; (blk << OWN_SHIFT) < U; blk += nt) {
-      const i64 r0 = blk << OWN_SHIFT, r1 = std::min(U, r0 + (i64(1) << OWN_SHIFT));
-      std::memset(static_cast<void*>(values + r0 * D), 0, static_cast<size_t>((r1 - r0) * D) * sizeof(T));
-    }
-    for (i64 b = 0; b < B; ++b) {
-      i64 s = bags.begin(b), e = bags.end(b);
-      if (pad >= 0) trim_bag(bags.ids, s, e, static_cast<I>(pad));  // padding adds nothing
-      T scale = T(1);
-      if (mean) {
-        const i64 n = count_bag(bags.ids, s, e, pad);
-        if (n == 0) continue;
-        scale = T(1) / static_cast<T>(n);
-      }
-      const T* FS_RESTRICT g = dout + b * D;
-      for (i64 k = s; k < e; ++k) {
-        const i64 id = bags.ids[k];
-        if (id == pad) continue;
-        const i64 slot = mark[id] - 1;
-        if (!owns(slot, t, nt)) continue;
-        const T c = psw ? psw[k] : scale;
-        T* FS_RESTRICT r = values + slot * D;
-        for (i64 j = 0; j < D; ++j) r[j] += c * g[j];
-      }
-    }
-  }
-}
-FS_MULTIVERSION(backward_sparse_thread, backward_sparse_body)
-
-template <class T, class I, class O>
-void backward_sparse_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean,
-                            const std::int32_t* mark, T* values, i64 U) {
-#pragma omp parallel num_threads(get_num_threads())
-  backward_sparse_thread<T>(dout, D, bags, B, psw, pad, mean, mark, values, U, omp_get_thread_num(),
-                            omp_get_num_threads());
-}
-
-// Unique sorted non-padding ids into rows[0:U]; leaves mark[row] = 1 + slot.  mark must be
-// all zero on entry (the values call clears it again).
-template <class I, class O>
-i64 unique_rows(Bags<I, O> bags, i64 B, i64 pad, std::int32_t* mark, i64 V, std::int64_t* rows) {
-  i64 U = 0;
-  for (i64 b = 0; b < B; ++b) {
+i64 sparse_plan(Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, std::int32_t* mark, i64 V,
+                std::int64_t* rows, std::int64_t* starts, std::int64_t* ent_bag, T* ent_c, i64* U_out) {
+  const bool has_pad = pad >= 0 && pad <= static_cast<i64>(std::numeric_limits<I>::max());  // see count_bag
+  const I p = static_cast<I>(has_pad ? pad : 0);
+  std::vector<i64> span(static_cast<size_t>(2 * B));
+  std::vector<T> scale(static_cast<size_t>(B));
+  i64 U = 0, bad = -1;
+  // Pass 1: validate, count each row's entries in mark (int32: a row's count is at most the
+  // entries of one call, checked by the binding to fit), list the rows met.
+  for (i64 b = 0; b < B && bad < 0; ++b) {
     i64 s = bags.begin(b), e = bags.end(b);
-    if (pad >= 0) trim_bag(bags.ids, s, e, static_cast<I>(pad));
+    if (has_pad) trim_bag(bags.ids, s, e, p);
+    span[2 * b] = s;
+    span[2 * b + 1] = e;
+    i64 n = 0;
     for (i64 k = s; k < e; ++k) {
-      const i64 id = bags.ids[k];
-      if (id == pad || mark[id]) continue;
-      mark[id] = 1;
-      rows[U++] = id;
+      const I id = bags.ids[k];
+      if (has_pad && id == p) continue;
+      if (static_cast<i64>(id) < 0 || static_cast<i64>(id) >= V) { bad = k; break; }
+      ++n;
+      const std::int32_t seen = mark[id]++;
+      rows[U] = id;  // branch-free: whether a row is new is a coin flip the predictor loses
+      U += seen == 0;
+    }
+    scale[b] = (mean && n > 0) ? T(1) / static_cast<T>(n) : T(1);
+  }
+  if (bad >= 0) {
+    for (i64 u = 0; u < U; ++u) mark[rows[u]] = 0;
+    return status_bad_id(bad);
+  }
+  // Rows sorted: a scan of mark for small tables, a sort of the few rows for large ones.
+  if (V <= 32 * U) {
+    i64 j = 0;
+    for (i64 v = 0; v < V; ++v) {
+      rows[j] = v;
+      j += mark[v] != 0;
+    }
+  } else {
+    std::sort(rows, rows + U);
+  }
+  i64 at = 0;
+  for (i64 u = 0; u < U; ++u) {  // row u's entries start at starts[u]; mark becomes 1 + slot
+    starts[u] = at;
+    at += mark[rows[u]];
+    mark[rows[u]] = static_cast<std::int32_t>(u + 1);
+  }
+  starts[U] = at;
+  // Pass 2: fill in position order; starts[u] advances to the end of row u, then is restored.
+  for (i64 b = 0; b < B; ++b) {
+    const T c = scale[b];
+    const i64 s = span[2 * b], e = span[2 * b + 1];
+    for (i64 k = s; k < e; ++k) {
+      const I id = bags.ids[k];
+      if (has_pad && id == p) continue;
+      const i64 q = starts[mark[id] - 1]++;
+      ent_bag[q] = b;
+      ent_c[q] = psw ? psw[k] : c;
     }
   }
-  return sort_marked_rows(mark, V, rows, U);
+  for (i64 u = U; u > 0; --u) starts[u] = starts[u - 1];
+  starts[0] = 0;
+  for (i64 u = 0; u < U; ++u) mark[rows[u]] = 0;
+  *U_out = U;
+  return 0;
+}
+
+// One row's columns [d0, d0 + 4L): four 64-byte accumulators in registers over the row's
+// entries (0 + c * g + ..., in entry order, as the dense backward adds them).
+template <class T>
+FS_INLINE void segment_chunk(const T* FS_RESTRICT dout, i64 D, i64 d0, const std::int64_t* FS_RESTRICT ent_bag,
+                             const T* FS_RESTRICT ent_c, i64 e0, i64 e1, T* FS_RESTRICT r) {
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int L = 64 / sizeof(T);
+  vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  for (i64 e = e0; e < e1; ++e) {
+    const T* g = dout + ent_bag[e] * D + d0;
+    const T c = ent_c[e];
+    vec x0, x1, x2, x3;
+    std::memcpy(&x0, g, 64);
+    std::memcpy(&x1, g + L, 64);
+    std::memcpy(&x2, g + 2 * L, 64);
+    std::memcpy(&x3, g + 3 * L, 64);
+    a0 += c * x0; a1 += c * x1; a2 += c * x2; a3 += c * x3;
+  }
+  std::memcpy(r + d0, &a0, 64);
+  std::memcpy(r + d0 + L, &a1, 64);
+  std::memcpy(r + d0 + 2 * L, &a2, 64);
+  std::memcpy(r + d0 + 3 * L, &a3, 64);
+}
+
+template <class T>
+FS_INLINE void segment_rows_body(const T* FS_RESTRICT dout, i64 D, const std::int64_t* FS_RESTRICT starts,
+                                 const std::int64_t* FS_RESTRICT ent_bag, const T* FS_RESTRICT ent_c,
+                                 T* FS_RESTRICT values, i64 u0, i64 u1) {
+  constexpr i64 CH = 256 / sizeof(T);
+  for (i64 u = u0; u < u1; ++u) {
+    T* FS_RESTRICT r = values + u * D;
+    const i64 e0 = starts[u], e1 = starts[u + 1];
+    i64 d0 = 0;
+    for (; d0 + CH <= D; d0 += CH) segment_chunk<T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
+    if (d0 == D) continue;
+    for (i64 j = d0; j < D; ++j) r[j] = T(0);
+    for (i64 e = e0; e < e1; ++e) {
+      const T* FS_RESTRICT g = dout + ent_bag[e] * D;
+      const T c = ent_c[e];
+      for (i64 j = d0; j < D; ++j) r[j] += c * g[j];
+    }
+  }
+}
+FS_MULTIVERSION(segment_rows, segment_rows_body)
+
+template <class T>
+void segment_kernel(const T* dout, i64 D, const std::int64_t* starts, const std::int64_t* ent_bag, const T* ent_c,
+                    T* values, i64 U) {
+  // Chunks of rows taken dynamically (a worker that wakes late -- the runtime waits
+  // passively -- or a chunk holding a frequent row such as "the" does not hold the other
+  // thread back).  A row's sum never depends on the thread that computes it.
+  const i64 E = starts[U];
+  const int nt = E * D >= (1 << 14) ? get_num_threads() : 1;
+  constexpr i64 CR = 64;  // rows per chunk
+  const i64 nchunks = (U + CR - 1) / CR;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 c = 0; c < nchunks; ++c) segment_rows<T>(dout, D, starts, ent_bag, ent_c, values, c * CR, std::min(U, c * CR + CR));
 }
 
 // ------------------------------------------------------------------ bindings
@@ -260,7 +373,8 @@ const char* const OPB = "embedding_bag_backward";
 
 // Validates offsets and ids (status per common.h) and calls f(Bags<I, O>).
 template <class I, class O, class F>
-i64 with_bags(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B_out) {
+i64 with_bags(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B_out,
+              bool check_ids = true) {
   const I* ip = cptr<I>(ids, dt_of<I>(), op, "ids");
   Bags<I, O> bags{ip, nullptr, 0};
   i64 N = 0;
@@ -283,23 +397,27 @@ i64 with_bags(const py::array& ids, const py::object& offsets, i64 V, const char
     if (bad >= 0) return status_bad_offset(bad);
     bags.offsets = op_;
   }
-  i64 bad;
-  {
-    py::gil_scoped_release nogil;
-    bad = first_bad_id(ip, N, V);
+  if (check_ids) {
+    i64 bad;
+    {
+      py::gil_scoped_release nogil;
+      bad = first_bad_id(ip, N, V);
+    }
+    if (bad >= 0) return status_bad_id(bad);
   }
-  if (bad >= 0) return status_bad_id(bad);
   return f(bags);
 }
 
+// check_ids = false: f validates the ids itself (fused into its first pass).
 template <class F>
-i64 dispatch_ids(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B) {
+i64 dispatch_ids(const py::array& ids, const py::object& offsets, i64 V, const char* op, F&& f, i64* B,
+                 bool check_ids = true) {
   return with_index(ids, op, "ids", [&](auto i) -> i64 {
     using I = decltype(i);
-    if (offsets.is_none()) return with_bags<I, I>(ids, offsets, V, op, f, B);
+    if (offsets.is_none()) return with_bags<I, I>(ids, offsets, V, op, f, B, check_ids);
     return with_index(offsets.cast<py::array>(), op, "offsets", [&](auto o) -> i64 {
       using O = decltype(o);
-      return with_bags<I, O>(ids, offsets, V, op, f, B);
+      return with_bags<I, O>(ids, offsets, V, op, f, B, check_ids);
     });
   });
 }
@@ -329,9 +447,9 @@ void bind_embedding_bag(py::module_& m) {
             if (dim(out, 0) != B || dim(out, 1) != D) shape_error(OP, "out must be (B, D)");
             const T* p = opt_ptr<T>(psw, OP, "per_sample_weights", static_cast<i64>(ids.size()));
             py::gil_scoped_release nogil;
-            forward_kernel<T>(w, D, bags, B, p, pad, mean, o);
-            return 0;
-          }, &B);
+            const i64 bad = forward_kernel<T>(w, D, bags, B, p, pad, mean, o, V);
+            return bad >= 0 ? status_bad_id(bad) : 0;
+          }, &B, /*check_ids=*/false);
         });
       },
       py::arg("weight"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),
@@ -364,59 +482,57 @@ void bind_embedding_bag(py::module_& m) {
 
   m.def(
       "embedding_bag_backward_rows",
-      [](py::array ids, py::object offsets, i64 pad, py::array mark, py::array rows) -> std::pair<i64, i64> {
+      [](py::array ids, py::object offsets, py::object psw, i64 pad, bool mean, py::array mark, py::array rows,
+         py::array starts, py::array ent_bag, py::array ent_c) -> std::pair<i64, i64> {
         const i64 V = dim(mark, 0);
+        const i64 N = static_cast<i64>(ids.size());
         std::int32_t* mk = mptr<std::int32_t>(mark, Dt::i32, OPB, "mark");
         std::int64_t* rw = mptr<std::int64_t>(rows, Dt::i64, OPB, "rows");
-        if (static_cast<i64>(rows.size()) < static_cast<i64>(ids.size())) shape_error(OPB, "rows must hold len(ids)");
-        i64 B = 0, U = 0;
-        const i64 st = dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
-          py::gil_scoped_release nogil;
-          U = unique_rows(bags, B, pad, mk, V, rw);
-          return 0;
-        }, &B);
-        return {st, U};
+        std::int64_t* st_ = mptr<std::int64_t>(starts, Dt::i64, OPB, "starts");
+        std::int64_t* eb = mptr<std::int64_t>(ent_bag, Dt::i64, OPB, "ent_bag");
+        if (static_cast<i64>(rows.size()) < N + 1 || static_cast<i64>(starts.size()) < N + 1 ||
+            static_cast<i64>(ent_bag.size()) < N || static_cast<i64>(ent_c.size()) < N)
+          shape_error(OPB, "ent_bag, ent_c must hold len(ids) entries, rows and starts len(ids) + 1");
+        if (N > static_cast<i64>(std::numeric_limits<std::int32_t>::max()))
+          shape_error(OPB, "sparse=True takes at most 2**31 - 1 ids per call (the row counts are int32)");
+        return with_float(ent_c, OPB, "ent_c", [&](auto tt) -> std::pair<i64, i64> {
+          using T = decltype(tt);
+          T* ec = mptr<T>(ent_c, dt_of<T>(), OPB, "ent_c");
+          const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", N);
+          i64 B = 0, U = 0;
+          const i64 st = dispatch_ids(ids, offsets, V, OPB, [&](auto bags) -> i64 {
+            py::gil_scoped_release nogil;
+            return sparse_plan<T>(bags, B, p, pad, mean, mk, V, rw, st_, eb, ec, &U);
+          }, &B, /*check_ids=*/false);
+          return {st, U};
+        });
       },
-      py::arg("ids"), py::arg("offsets"), py::arg("padding_idx"), py::arg("mark"), py::arg("rows"),
-      "(status, U): validates ids / offsets, writes the U unique sorted rows, leaves mark[row] = 1 + slot");
+      py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"), py::arg("mean"),
+      py::arg("mark"), py::arg("rows"), py::arg("starts"), py::arg("ent_bag"), py::arg("ent_c"),
+      "(status, U): validates ids / offsets; rows[0:U] unique sorted rows, their entries grouped by starts");
 
   m.def(
       "embedding_bag_backward_values",
-      [](py::array dout, py::array ids, py::object offsets, py::object psw, i64 pad, bool mean, py::array mark,
-         py::array rows, py::array values) {
-        const i64 D = dim(dout, 1), U = dim(values, 0);
-        if (values.ndim() != 2 || dim(values, 1) != D || static_cast<i64>(rows.size()) != U)
-          shape_error(OPB, "values must be (U, D)");
-        std::int32_t* mk = mptr<std::int32_t>(mark, Dt::i32, OPB, "mark");
-        const std::int64_t* rw = cptr<std::int64_t>(rows, Dt::i64, OPB, "rows");
+      [](py::array dout, py::array starts, py::array ent_bag, py::array ent_c, py::array values) {
+        if (dout.ndim() != 2 || values.ndim() != 2) shape_error(OPB, "dout and values must be 2-D");
+        const i64 D = dim(dout, 1), U = dim(values, 0), B = dim(dout, 0);
+        if (dim(values, 1) != D || static_cast<i64>(starts.size()) < U + 1) shape_error(OPB, "values must be (U, D)");
+        const std::int64_t* st_ = cptr<std::int64_t>(starts, Dt::i64, OPB, "starts");
+        const std::int64_t* eb = cptr<std::int64_t>(ent_bag, Dt::i64, OPB, "ent_bag");
+        if (st_[0] != 0 || st_[U] > static_cast<i64>(ent_bag.size())) shape_error(OPB, "starts do not fit ent_bag");
         with_float(dout, OPB, "dout", [&](auto tt) {
           using T = decltype(tt);
           const T* g = cptr<T>(dout, dt_of<T>(), OPB, "dout");
+          const T* ec = cptr<T>(ent_c, dt_of<T>(), OPB, "ent_c");
           T* vals = mptr<T>(values, dt_of<T>(), OPB, "values");
-          const T* p = opt_ptr<T>(psw, OPB, "per_sample_weights", static_cast<i64>(ids.size()));
-          with_index(ids, OPB, "ids", [&](auto i) {
-            using I = decltype(i);
-            const I* ip = cptr<I>(ids, dt_of<I>(), OPB, "ids");
-            auto run = [&](auto bags, i64 B) {
-              py::gil_scoped_release nogil;
-              backward_sparse_kernel<T>(g, D, bags, B, p, pad, mean, mk, vals, U);
-              for (i64 j = 0; j < U; ++j) mk[rw[j]] = 0;  // leave mark all zero again
-            };
-            // ids and offsets were validated by embedding_bag_backward_rows.
-            if (offsets.is_none()) {
-              run(Bags<I, I>{ip, nullptr, dim(ids, 1)}, dim(ids, 0));
-            } else {
-              py::array off = offsets.cast<py::array>();
-              with_index(off, OPB, "offsets", [&](auto o) {
-                using O = decltype(o);
-                run(Bags<I, O>{ip, cptr<O>(off, dt_of<O>(), OPB, "offsets"), 0}, dim(off, 0) - 1);
-              });
-            }
-          });
+          if (static_cast<i64>(ent_c.size()) < st_[U]) shape_error(OPB, "starts do not fit ent_c");
+          (void)B;  // ent_bag < B by construction (embedding_bag_backward_rows)
+          py::gil_scoped_release nogil;
+          segment_kernel<T>(g, D, st_, eb, ec, vals, U);
         });
       },
-      py::arg("dout"), py::arg("ids"), py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"),
-      py::arg("mean"), py::arg("mark"), py::arg("rows"), py::arg("values"));
+      py::arg("dout"), py::arg("starts"), py::arg("ent_bag"), py::arg("ent_c"), py::arg("values"),
+      "values[u] = sum over row u's entries of ent_c * dout[ent_bag] (as planned by embedding_bag_backward_rows)");
 }
 
 }  // namespace fastscale

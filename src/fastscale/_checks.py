@@ -35,6 +35,11 @@ def array_kind(op: str, **arrays) -> bool:
 
     Returns True for cupy arrays, False for numpy arrays.
     """
+    for a in arrays.values():  # fast path (every training step): plain numpy arrays only
+        if a is not None and type(a) is not np.ndarray:
+            break
+    else:
+        return False
     cp_nd = _cupy_ndarray()
     kinds: dict[str, bool] = {}
     for name, a in arrays.items():
@@ -124,17 +129,36 @@ def check_writeable(op: str, name: str, a):
 def check_no_overlap(op: str, **arrays):
     """In-place arguments must not share memory (an update would read what it just wrote)."""
     items = [(n, a) for n, a in arrays.items() if a is not None]
-    for i in range(len(items)):
-        for j in range(i + 1, len(items)):
-            a, b = items[i][1], items[j][1]
-            xp = np if isinstance(a, np.ndarray) else xp_of(True)
-            if xp.shares_memory(a, b):
-                raise ValueError(f"{op}: arguments '{items[i][0]}' and '{items[j][0]}' must not share memory")
+    for i, (na, a) in enumerate(items):
+        xp = np if isinstance(a, np.ndarray) else xp_of(True)
+        for nb, b in items[i + 1 :]:
+            # Disjoint address ranges (the usual case) settle it cheaply; the exact test only
+            # runs when the ranges interleave.
+            if xp.may_share_memory(a, b) and xp.shares_memory(a, b):
+                raise ValueError(f"{op}: arguments '{na}' and '{nb}' must not share memory")
+
+
+def check_no_overlap_contiguous(op: str, names, arrays):
+    """check_no_overlap for many C-contiguous arrays in O(n log n): their byte ranges, sorted,
+    must not intersect (a multi-tensor update checks 4 arrays per tensor)."""
+    spans = []
+    for name, a in zip(names, arrays):
+        if a.size == 0:
+            continue
+        start = a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data.ptr
+        spans.append((start, start + a.nbytes, name))
+    spans.sort()
+    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ValueError(f"{op}: arguments '{n0}' and '{n1}' must not share memory")
 
 
 def scalar(op: str, name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
     """A finite real (or integer) hyperparameter within [lo, hi] (open ends when asked)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+    t = type(value)
+    if t is int or (t is float and not integer):
+        pass  # the common case, without the slower abstract-base-class checks below
+    elif isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         kind = "an int" if integer else "a real number"
         raise TypeError(f"{op}: argument '{name}' must be {kind}, got {_describe(value)}")
     v = int(value) if integer else float(value)

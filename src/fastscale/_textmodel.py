@@ -20,35 +20,74 @@ def make_tokenizer(num_words=10000, oov_token="<OOV>", ngrams=1, buckets=None):
     return text.Tokenizer(num_words=num_words, oov_token=oov_token, ngrams=ngrams, **kw)
 
 
-def padded(tok, texts, maxlen=None):
-    """``text.pad_sequences(tok.texts_to_sequences(texts), maxlen)``, from the tokenizer's
-    CSR ids: the rows are views of one int32 array, which pad_sequences concatenates, instead
-    of lists of Python ints it would read one by one."""
-    ids, offsets = tok.texts_to_bags(texts)
-    o = offsets.tolist()
-    return text.pad_sequences([ids[a:b] for a, b in zip(o, o[1:])], maxlen=maxlen)
-
-
 def encode(tok, texts, meta):
-    """Token ids for ``texts`` in the model's input form (``meta["input"]``)."""
-    texts = list(texts)
+    """Token ids for ``texts`` in the model's input form (``meta["input"]``, ``meta["maxlen"]``)."""
+    ids, offsets = tok.texts_to_bags(texts if isinstance(texts, (list, tuple)) else list(texts))
     if meta["input"] == "bags":
-        return tok.texts_to_bags(texts)
-    return padded(tok, texts, maxlen=meta["maxlen"])
+        return truncate_bags(ids, offsets, meta.get("maxlen"))
+    return pad_bags(ids, offsets, meta["maxlen"])
 
 
 def fit_encode(tok, texts, input="auto", maxlen=None):
-    """Encode the training texts; returns ``(x, meta)`` with the settings to reuse at test time."""
-    if input == "auto":
-        input = "padded" if tok.ngrams == 1 else "bags"
-    if input not in ("padded", "bags"):
+    """Encode the training texts; returns ``(x, meta)`` with the settings to reuse at test time.
+
+    ``input="padded"`` is the origin's ``pad_sequences(texts_to_sequences(texts), maxlen)``
+    (maxlen None: the longest text).  ``"bags"`` gives CSR ``(ids, offsets)`` without padding,
+    each text cut to its last ``maxlen`` ids as the padding would cut it.  With
+    ``Embedding(mask_zero=True) -> GlobalAveragePooling1D`` the two train bitwise-identical
+    models (padding ids add nothing to a bag), but bags skip building and copying the
+    ``(N, maxlen)`` array (247 MB for IMDB's 25,000 reviews padded to 2,470 ids).
+    ``"auto"``: bags; for ``ngrams == 1`` they keep the origin's maxlen (the longest
+    training text), so a longer test text is cut exactly as the origin cuts it.
+    """
+    if input not in ("auto", "padded", "bags"):
         raise ValueError(f"input must be 'auto', 'padded' or 'bags', got {input!r}")
-    if input == "bags":
-        if maxlen is not None:
-            raise ValueError("maxlen applies to padded input; bags keep every token (use input='padded')")
-        return tok.texts_to_bags(list(texts)), {"input": "bags", "maxlen": None}
-    x = padded(tok, list(texts), maxlen=maxlen)
-    return x, {"input": "padded", "maxlen": int(x.shape[1])}
+    texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+    ids, offsets = tok.texts_to_bags(texts)  # right after fit_on_texts(texts): no second tokenizing pass
+    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+    if input == "padded":
+        maxlen = longest if maxlen is None else int(maxlen)
+        return pad_bags(ids, offsets, maxlen), {"input": "padded", "maxlen": maxlen}
+    if maxlen is None and input == "auto" and tok.ngrams == 1:
+        maxlen = longest
+    maxlen = None if maxlen is None else int(maxlen)
+    return truncate_bags(ids, offsets, maxlen), {"input": "bags", "maxlen": maxlen}
+
+
+def truncate_bags(ids, offsets, maxlen):
+    """CSR bags with each bag cut to its last ``maxlen`` ids (``pad_sequences``'s default
+    ``truncating="pre"``); the inputs themselves when no bag is longer (or maxlen is None)."""
+    if maxlen is None:
+        return ids, offsets
+    lens = np.diff(offsets)
+    if not (lens > maxlen).any():
+        return ids, offsets
+    kept = np.minimum(lens, maxlen)
+    new = np.zeros_like(offsets)
+    np.cumsum(kept, out=new[1:])
+    pos = np.arange(int(new[-1]), dtype=np.int64) + np.repeat(offsets[1:] - kept - new[:-1], kept)
+    return ids[pos], new
+
+
+_PAD_CHUNK = 2048  # rows per boolean mask: bounds the mask to 2048 * maxlen bytes
+
+
+def pad_bags(ids, offsets, maxlen):
+    """CSR bags -> the ``(N, maxlen)`` array ``pad_sequences(sequences, maxlen)`` gives for the
+    same sequences (Keras defaults: padding and truncating "pre", value 0, ids' dtype), built
+    with one masked store per chunk of rows instead of a Python list per text."""
+    ids, offsets = truncate_bags(ids, offsets, maxlen)
+    n = len(offsets) - 1
+    x = np.zeros((n, maxlen), dtype=ids.dtype)
+    if n == 0 or maxlen == 0:
+        return x
+    first = maxlen - np.diff(offsets)  # column of each row's first id
+    cols = np.arange(maxlen)
+    for lo in range(0, n, _PAD_CHUNK):
+        hi = min(n, lo + _PAD_CHUNK)
+        # Row-major order of the mask = each row's ids in order, rows one after the other.
+        x[lo:hi][cols >= first[lo:hi, None]] = ids[offsets[lo] : offsets[hi]]
+    return x
 
 
 def label_encoding(y):
@@ -62,8 +101,14 @@ def label_encoding(y):
     return classes, idx.astype(np.int64)
 
 
-def build_model(num_ids, n_classes, embed_dim=128, hidden=64, mask_zero=True):
-    layers = [nn.Embedding(num_ids, embed_dim, mask_zero=mask_zero), nn.GlobalAveragePooling1D()]
+# Embedding initialisers by the framework whose default they are.
+INITS = {"keras": {"class_name": "RandomUniform", "config": {"minval": -0.05, "maxval": 0.05}},
+         "torch": {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 1.0}}}
+
+
+def build_model(num_ids, n_classes, embed_dim=128, hidden=64, mask_zero=True, init="uniform"):
+    layers = [nn.Embedding(num_ids, embed_dim, mask_zero=mask_zero, embeddings_initializer=init),
+              nn.GlobalAveragePooling1D()]
     if hidden:
         layers.append(nn.Dense(hidden, activation="relu"))
     if n_classes == 2:

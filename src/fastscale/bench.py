@@ -168,6 +168,32 @@ def cases(torch):
 
     yield "bce_with_logits (64,1)", None, None, lambda: ops.bce_with_logits(logits, targets, backend="cpp"), {"numpy": bce_np}
 
+    # The whole training step of the origin model (forward, loss, backward, Adam over every
+    # parameter) on one batch of CSR bags, against PyTorch's tuned step (EmbeddingBag on CSR
+    # bags, fused Adam); benchmarks/bench_train_step.py is the pytest-benchmark version.
+    from . import nn, optim
+
+    y = (rng.random(BATCH) > 0.5).astype(np.float32)
+    model = nn.Sequential([nn.Embedding(V, DIM, mask_zero=True), nn.GlobalAveragePooling1D(),
+                           nn.Dense(64, activation="relu"), nn.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=optim.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"], seed=0,
+                  backend="cpp")
+    peers = {}
+    if torch is not None:
+        emb = torch.nn.EmbeddingBag(V, DIM, mode="mean")
+        head = torch.nn.Sequential(torch.nn.Linear(DIM, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+        topt = torch.optim.Adam(list(emb.parameters()) + list(head.parameters()), lr=1e-3, eps=1e-7, fused=True)
+        lossf = torch.nn.BCEWithLogitsLoss()
+        ti64, to64, ty = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(off[:-1].copy()), torch.from_numpy(y)[:, None]
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            lossf(head(emb(ti64, to64)), ty).backward()
+            topt.step()
+
+        peers["torch tuned"] = torch_step
+    yield "training step (origin model, B=64)", None, None, lambda: model.train_on_batch((ids, off), y), peers
+
 
 def run(threads: int = 2, budget: float = 0.25, out=print) -> list[dict]:
     """Print the table; return its rows."""

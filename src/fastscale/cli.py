@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,13 +86,19 @@ def _how_to_get_imdb() -> str:
 
 
 def _load_data(args):
+    """``(train, test, source)``; the two files are read at the same time (gunzip releases the
+    GIL, so on two cores the test file costs little extra wall time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastscale import datasets
 
     if args.train:
-        train = datasets.load_tsv(args.train)
         if not args.test:
             raise CLIError("--train needs --test too (a held-out file of 'label<TAB>text' lines)")
-        return train, datasets.load_tsv(args.test), f"{args.train} / {args.test}"
+        with ThreadPoolExecutor(1) as pool:
+            test = pool.submit(datasets.load_tsv, args.test)
+            train = datasets.load_tsv(args.train)
+            return train, test.result(), f"{args.train} / {args.test}"
     if args.test:
         raise CLIError("--test given without --train")
     found = _find_imdb()
@@ -104,24 +111,92 @@ def _load_data(args):
     raise CLIError(_how_to_get_imdb())
 
 
+def _process_seconds():
+    """Seconds since this process started (interpreter start-up and imports included), or
+    None where /proc is missing."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 # ---------------------------------------------------------------------------- train
+# The origin's settings, and the defaults with --ngrams 2+ (benchmarks/README.md measures
+# them: buckets x embed_dim x epochs against test accuracy, seconds and memory).  Hashed
+# bigrams make the table 10,000 + buckets rows: 16 columns keep its parameters and Adam's
+# moments at 201 MB, lazy Adam updates only the rows a batch touches (dense Adam reads all
+# of them every step), and the model fits the training set by epoch 3.
+ORIGIN = {"embed_dim": 128, "epochs": 10, "init": "torch"}
+NGRAM = {"embed_dim": 16, "epochs": 5, "buckets": 2**20, "lazy": True, "init": "keras"}
+
+
+def _resolve_defaults(args):
+    """Fill the options left unset with the origin's settings, or the n-gram ones."""
+    d = NGRAM if args.ngrams > 1 else ORIGIN
+    if args.embed_dim is None:
+        args.embed_dim = d["embed_dim"]
+    if args.epochs is None:
+        args.epochs = d["epochs"]
+    if args.init is None:
+        args.init = d["init"]
+    if args.ngrams > 1:
+        if args.buckets is None:
+            args.buckets = NGRAM["buckets"]
+        if args.lazy is None:
+            args.lazy = NGRAM["lazy"]
+    return args
+
+
 def _train(args) -> int:
+    _resolve_defaults(args)
+    t_start = time.perf_counter()
+    before = _process_seconds()  # interpreter start-up + imports, before _train began
+    phases = {"startup": before} if before is not None else {}
+    cpu = {"startup": time.process_time()} if before is not None else {}  # CPU seconds (all threads)
+    mark = [t_start, time.process_time()]
+
+    def phase(name):
+        now, now_cpu = time.perf_counter(), time.process_time()
+        phases[name] = phases.get(name, 0.0) + now - mark[0]
+        cpu[name] = cpu.get(name, 0.0) + now_cpu - mark[1]
+        mark[0], mark[1] = now, now_cpu
+
+    # matplotlib's import (~0.6 s) and drawing run in a child process, beside reading and
+    # tokenizing here: no GIL shared with the training loop, and the picture is drawn while
+    # this process evaluates and saves the model.
+    plotter = _Plotter()
+    try:
+        return _train_run(args, plotter, phases, cpu, phase, t_start, before)
+    finally:
+        plotter.close()
+
+
+def _train_run(args, plotter, phases, cpu, phase, t_start, before):
     import numpy as np
 
     from fastscale import _textmodel as R
+    from fastscale.nn import saving
 
-    t_start = time.perf_counter()
     (train_texts, y_train), (test_texts, y_test), source = _load_data(args)
-    t_read = time.perf_counter() - t_start
-    print(f"data: {source}: {len(train_texts):,} training and {len(test_texts):,} test texts ({t_read:.2f}s)")
+    phase("read")
+    print(f"data: {source}: {len(train_texts):,} training and {len(test_texts):,} test texts ({phases['read']:.2f}s)")
 
-    t0 = time.perf_counter()
     tok = R.make_tokenizer(args.num_words, "<OOV>", args.ngrams, args.buckets)
     tok.fit_on_texts(train_texts)
+    phase("tokenizer fit")
     x, meta = R.fit_encode(tok, train_texts, input=args.input, maxlen=args.maxlen)
     x_test = R.encode(tok, test_texts, meta)
-    t_tok = time.perf_counter() - t0
-    shape = f"padded to {meta['maxlen']} ids" if meta["input"] == "padded" else "bags (no padding)"
+    del train_texts, test_texts  # the ids are all that is needed from here on
+    phase("encode")
+    t_tok = phases["tokenizer fit"] + phases["encode"]
+    if meta["input"] == "padded":
+        shape = f"padded to {meta['maxlen']} ids"
+    else:
+        shape = "bags (no padding" + (f", at most {meta['maxlen']} ids" if meta["maxlen"] is not None else "") + ")"
     print(f"tokenized in {t_tok:.2f}s: {tok.num_ids:,} ids ({args.num_words} words"
           + (f" + {tok.buckets:,} n-gram buckets" if args.ngrams > 1 else "") + f"), {shape}")
 
@@ -131,50 +206,69 @@ def _train(args) -> int:
     if unknown.any():
         raise CLIError(f"test labels {sorted(set(np.asarray(y_test)[unknown].tolist()))} do not occur in the training data")
     n = len(classes)
-    model = R.build_model(tok.num_ids, n, args.embed_dim, args.hidden)
+    model = R.build_model(tok.num_ids, n, args.embed_dim, args.hidden, init=R.INITS[args.init])
     R.compile_model(model, n, args.lr, args.lazy, args.seed)
     model.tokenizer = tok
     model.metadata = {**meta, "labels": classes.tolist()}
     if args.verbose:
         model.summary()
+    phase("model init")
 
     history = model.fit(x, idx, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=args.validation_split, verbose=1 if args.verbose else 0)
-    t1 = time.perf_counter()
-    test_loss, test_acc = model.evaluate(x_test, test_idx, batch_size=max(args.batch_size, 256), verbose=0)
-    t_eval = time.perf_counter() - t1
+    phase("fit")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    picture = out / "training_curve.png"
+    plotter.draw(history.history, picture)  # drawn by the child while this process goes on
+    # Evaluation needs no small batches: one forward per 4,096 texts.
+    test_loss, test_acc = model.evaluate(x_test, test_idx, batch_size=max(args.batch_size, _EVAL_BATCH), verbose=0)
+    phase("evaluate")
     stats = history.epoch_stats
     sec_epoch = sum(s["seconds"] for s in stats) / max(len(stats), 1)
     tok_s = sum(s["tokens"] for s in stats) / max(sum(s["seconds"] for s in stats), 1e-9)
-    wall = time.perf_counter() - t_start
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.fsm"
-    model.save(model_path)
+    # Weights, tokenizer and settings: what evaluate / predict need.  Adam's moments would
+    # triple the file (and its write time) for a command that never resumes training.
+    saving.save_model(model, model_path, include_optimizer=False)
+    phase("save model")
+    picture = plotter.wait()
+    phase("picture")
+    wall = time.perf_counter() - t_start
+    total = wall + (before or 0.0)
+    rss = _peak_rss_mb()
     record = {
         "history": history.history,
         "epoch_stats": stats,
         "test": {"loss": test_loss, "accuracy": test_acc},
         "seconds_per_epoch": sec_epoch,
         "tokens_per_s": tok_s,
-        "seconds": {"read": t_read, "tokenize": t_tok, "evaluate": t_eval, "total": wall},
+        "seconds": {"read": phases["read"], "tokenize": t_tok, "evaluate": phases["evaluate"], "total": total,
+                    "phases": dict(phases), "cpu_phases": cpu},
+        "peak_rss_mb": {"train": rss, "plot": plotter.peak_rss_mb},
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
     (out / "history.json").write_text(json.dumps(record, indent=2) + "\n")
-    picture = _plot(history.history, out / "training_curve.png")
 
+    if args.verbose:
+        print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
     rows = [
         ("test loss", f"{test_loss:.4f}"),
         ("test accuracy", f"{test_acc:.4f}"),
         ("seconds per epoch", f"{sec_epoch:.3f}"),
         ("tokens/s", f"{tok_s:,.0f}"),
         ("tokenize seconds", f"{t_tok:.2f}"),
-        ("total seconds", f"{wall:.2f}"),
+        ("total seconds", f"{total:.2f}"),
     ]
+    if rss is not None:
+        rows.append(("peak memory MB", f"{rss:,.0f}" + (f" + {plotter.peak_rss_mb:,.0f} plot" if plotter.peak_rss_mb else "")))
     _table(rows)
     print(f"wrote {model_path}, {out / 'history.json'}" + (f", {picture}" if picture else ""))
     return 0
+
+
+_EVAL_BATCH = 4096
 
 
 def _table(rows):
@@ -187,32 +281,129 @@ def _table(rows):
     print(line)
 
 
-def _plot(history, path):
-    try:
-        import matplotlib
+# The training-curve picture, drawn by a child interpreter that imports matplotlib while the
+# parent reads and tokenizes, then waits for the history on stdin.  Figure + the Agg canvas,
+# not pyplot: no backend selection, no GUI toolkit probing.
+_PLOT_CHILD = r"""
+import json, sys
+try:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError:
+    sys.exit(3)
+data = sys.stdin.read()
+if not data.strip():
+    sys.exit(0)  # the parent stopped before training ended: nothing to draw
+job = json.loads(data)
+history, path = job["history"], job["path"]
+keys = [k for k in ("loss", "accuracy") if k in history]
+fig = Figure(figsize=(5 * len(keys), 3.6))
+axes = fig.subplots(1, len(keys), squeeze=False)
+for ax, k in zip(axes[0], keys):
+    epochs = range(1, len(history[k]) + 1)
+    ax.plot(epochs, history[k], "o-", label=f"train {k}")
+    if f"val_{k}" in history:
+        ax.plot(epochs, history[f"val_{k}"], "s--", label=f"validation {k}")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(k)
+    ax.grid(alpha=0.3)
+    ax.legend()
+fig.tight_layout()
+fig.savefig(path, dpi=110)
+"""
+_NO_MATPLOTLIB = 3
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+
+class _Plotter:
+    """The picture's child process: started first, given the history at the end."""
+
+    def __init__(self):
+        self.proc = None
+        self.path = None
+        self.peak_rss_mb = None
+        self.missing = not _matplotlib_importable()
+        if self.missing:
+            return
+        env = dict(os.environ, MPLBACKEND="Agg")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _PLOT_CHILD], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        except OSError as e:
+            print(f"warning: could not start the plotting process ({e}): no training-curve picture", file=sys.stderr)
+
+    def draw(self, history, path):
+        self.path = Path(path)
+        if self.proc is None:
+            return
+        job = json.dumps({"history": history, "path": os.fspath(self.path)}, allow_nan=True)
+        try:
+            self.proc.stdin.write(job.encode("utf-8"))
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone: wait() reports why
+
+    def wait(self):
+        """The picture's path once written, or None (after saying why)."""
+        if self.proc is None:
+            if self.missing:
+                print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+            return None
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        proc, self.proc = self.proc, None
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = rc = os.waitstatus_to_exitcode(status)
+            self.peak_rss_mb = _rss_mb(usage.ru_maxrss)
+        else:
+            rc = proc.wait()
+        proc.stderr.close()
+        if rc == _NO_MATPLOTLIB:
+            print("matplotlib is not installed (pip install 'fastscale[plot]'): skipping the training-curve picture")
+            return None
+        if rc != 0 or not self.path.is_file():
+            tail = err.strip().splitlines()[-1:] or [f"exit status {rc}"]
+            print(f"warning: the training-curve picture was not written ({tail[0]})", file=sys.stderr)
+            return None
+        return self.path
+
+    def close(self):
+        """Ends a child that has no picture to finish (an error before training ended): killed,
+        not waited for, so an error is reported without waiting for matplotlib's import."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if self.path is None:
+            proc.kill()
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        proc.wait()
+        proc.stderr.close()
+
+
+def _rss_mb(maxrss):
+    return maxrss / (1 << 20) if sys.platform == "darwin" else maxrss / 1024  # bytes there, KiB on Linux
+
+
+def _peak_rss_mb():
+    try:
+        import resource
+    except ImportError:  # Windows
         return None
-    keys = [k for k in ("loss", "accuracy") if k in history]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        epochs = range(1, len(history[k]) + 1)
-        ax.plot(epochs, history[k], "o-", label=f"train {k}")
-        if f"val_{k}" in history:
-            ax.plot(epochs, history[f"val_{k}"], "s--", label=f"validation {k}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(k)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _matplotlib_importable():
+    if "matplotlib" in sys.modules:
+        return sys.modules["matplotlib"] is not None  # None: its import is blocked here
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------- evaluate / predict
@@ -280,7 +471,20 @@ def _lazy(s):
     return {"auto": None, "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[s.lower()]
 
 
-def main(argv=None) -> int:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help says what unset means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:  # nargs 0: a flag
+            return action.help
+        return super()._get_help_string(action)
+
+
+_OWN_COMMANDS = ("info", "bench", "train", "evaluate", "predict")
+
+
+def _parser(argv):
+    """The argument parser for ``argv`` (the sweep commands only when argv can name them)."""
     parser = argparse.ArgumentParser(prog="fastscale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="backends, SIMD level, threads, CUDA build")
@@ -292,26 +496,36 @@ def main(argv=None) -> int:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("train", help="train the text classifier; prints a results table, writes model, history, plot",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--train", help="training data: 'label<TAB>text' lines (.gz ok); default: the IMDB reviews")
     p.add_argument("--test", help="test data, same format")
     p.add_argument("--download", action="store_true", help="without --train: download IMDB if it is not found locally")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"training epochs (default: {ORIGIN['epochs']}, the origin's; {NGRAM['epochs']} with --ngrams 2+)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="training batch size (the origin's)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--num-words", type=_positive_int, default=10000, help="vocabulary size (Keras num_words)")
     p.add_argument("--maxlen", type=_maxlen, default=None, help="pad/truncate to this many ids (None: the longest text)")
-    p.add_argument("--embed-dim", type=_positive_int, default=128)
+    p.add_argument("--embed-dim", type=_positive_int, default=None,
+                   help=f"embedding size (default: {ORIGIN['embed_dim']}, the origin's; {NGRAM['embed_dim']} with --ngrams 2+)")
     p.add_argument("--hidden", type=int, default=64, help="hidden Dense units (0: none)")
-    p.add_argument("--ngrams", type=_positive_int, default=1, help="2: add hashed word bigrams (fastText)")
-    p.add_argument("--buckets", type=_positive_int, default=None, help="n-gram hash buckets (default: the Tokenizer's)")
+    p.add_argument("--init", choices=("keras", "torch"), default=None,
+                   help="embedding initialiser: keras = uniform(-0.05, 0.05), Keras's Embedding default; "
+                        "torch = N(0, 1), PyTorch's nn.Embedding default (default: torch; keras with --ngrams 2+, see README)")
+    p.add_argument("--ngrams", type=_positive_int, default=1,
+                   help="2: add hashed word bigrams (fastText); changes the defaults of --embed-dim, --epochs and "
+                        "--lazy (see benchmarks/README.md for the measurements behind them)")
+    p.add_argument("--buckets", type=_positive_int, default=None,
+                   help=f"n-gram hash buckets (default: 2**{NGRAM['buckets'].bit_length() - 1})")
     p.add_argument("--input", choices=("auto", "padded", "bags"), default="auto",
-                   help="padded ids (the origin) or bags without padding; auto: padded for ngrams 1, bags otherwise")
+                   help="padded: the origin's (texts, longest) id array; bags: CSR ids without padding, cut where "
+                        "the padding would cut (the same model, bitwise, in a tenth of the memory); auto: bags")
     p.add_argument("--lazy", type=_lazy, default=None, metavar="{auto,true,false}",
-                   help="lazy Adam on the embedding (auto: for tables above 200,000 rows)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-split", type=float, default=0.2)
-    p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm, history.json, training_curve.png")
+                   help="lazy Adam on the embedding (auto: with --ngrams 2+, or for tables above 200,000 rows)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights, shuffles")
+    p.add_argument("--validation-split", type=float, default=0.2, help="last fraction of the training data held out")
+    p.add_argument("--out", default="fastscale-run", help="output folder: model.fsm (weights, tokenizer, settings; no optimizer state), history.json, "
+                        "training_curve.png")
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
     p.set_defaults(func=_train)
 
@@ -326,9 +540,17 @@ def main(argv=None) -> int:
     p.add_argument("texts", nargs="*")
     p.set_defaults(func=_predict)
 
-    from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
-    _add_sweep(sub)
-    args = parser.parse_args(argv)
+    if not argv or argv[0] not in _OWN_COMMANDS:
+        # The sweep parser imports fastscale.scaling (~40 ms): only when it can be the command
+        # (or for the top-level help), not on the way to `train`.
+        from .scaling.cli import add_parser as _add_sweep  # argparse only: fit/train load lazily
+        _add_sweep(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except CLIError as e:

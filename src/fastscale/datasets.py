@@ -10,9 +10,7 @@ import io
 import os
 import random
 import re
-import tarfile
 import tempfile
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -214,6 +212,8 @@ def _how_to_get(data_dir, target, url, sha256, err):
 def _download(url, sha256, target):
     """Download ``url`` into a temporary file in ``target``; return its path once its sha256
     matches (ValueError and no file left otherwise)."""
+    import urllib.request  # ~30 ms of imports (http, email): only when downloading
+
     fd, tmp = tempfile.mkstemp(dir=target, prefix=".aclImdb_v1.", suffix=".tar.gz.part")
     try:
         digest = hashlib.sha256()
@@ -247,6 +247,8 @@ def imdb_from_archive(archive, out_dir):
     a reader never sees a half-written file.  The archive is not checked here (``load_imdb``
     checks its sha256 when it downloads it).
     """
+    import tarfile
+
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {"train": [], "test": []}

@@ -133,12 +133,29 @@ class Adam(Optimizer):
             backend=self.backend,
         )
 
+    def apply(self, params_and_grads):
+        """As Optimizer.apply, with every dense gradient of one dtype in one multi-tensor
+        ``adam_step`` call (one set of checks and one kernel call for the small tensors)."""
+        self.step += 1
+        groups: dict = {}
+        for name, param, grad in params_and_grads:
+            slots = self.slots.get(name)
+            if slots is None:
+                slots = self.slots[name] = {s: np.zeros_like(param) for s in self._slot_names}
+            if isinstance(grad, SparseRows) or type(param) is not np.ndarray:
+                self._update(param, grad, slots)
+            else:
+                g = groups.setdefault(param.dtype, ([], [], [], []))
+                for lst, a in zip(g, (param, grad, slots["m"], slots["v"])):
+                    lst.append(a)
+        for ps, gs, ms, vs in groups.values():
+            ops.adam_step(ps, gs, ms, vs, **self._hyper())
+
     def _update(self, param, grad, slots):
-        if isinstance(grad, SparseRows):
-            if self.lazy:
-                ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
-                return
-            grad = grad.to_dense()
+        if isinstance(grad, SparseRows) and self.lazy:
+            ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
+            return
+        # A SparseRows gradient without lazy: adam_step's dense update, every row (Keras).
         ops.adam_step(param, grad, slots["m"], slots["v"], **self._hyper())
 
     def get_config(self):

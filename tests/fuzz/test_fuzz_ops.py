@@ -216,6 +216,33 @@ def gen_sparse_adam_step(draw):
     return ["param", "rows", "values", "m", "v"], a
 
 
+def adam_step_sparse_grad(param, rows, values, m, v, num_embeddings, **kw):
+    """adam_step with a SparseRows gradient, its parts as separate arguments to mutate."""
+    return fs.adam_step(param, fs.SparseRows(rows, values, num_embeddings), m, v, **kw)
+
+
+def gen_adam_step_sparse_grad(draw):
+    names, a = gen_sparse_adam_step(draw)
+    a["num_embeddings"] = a["param"].shape[0]
+    return names + ["num_embeddings"], a
+
+
+def adam_step_multi(p0, g0, m0, v0, p1, g1, m1, v1, **kw):
+    """The multi-tensor adam_step over two tensors, each array a separate argument to mutate."""
+    return fs.adam_step([p0, p1], [g0, g1], [m0, m1], [v0, v1], **kw)
+
+
+def gen_adam_step_multi(draw):
+    _, a = gen_adam_step(draw)
+    _, b = gen_adam_step(draw)
+    b = {k: b[k] for k in ("param", "grad", "m", "v")}
+    if b["param"].dtype != a["param"].dtype:
+        b = {k: x.astype(a["param"].dtype) for k, x in b.items()}
+    names = ["p0", "g0", "m0", "v0", "p1", "g1", "m1", "v1"]
+    args = dict(zip(names, [a.pop(k) for k in ("param", "grad", "m", "v")] + list(b.values())), **a)
+    return names, args
+
+
 # op name -> (function, generator, arguments updated in place / written as outputs)
 OPS = {
     "embedding": (fs.embedding, gen_embedding, ()),
@@ -229,6 +256,8 @@ OPS = {
     "bce_with_logits": (fs.bce_with_logits, gen_bce_with_logits, ()),
     "adam_step": (fs.adam_step, gen_adam_step, ("param", "m", "v")),
     "sparse_adam_step": (fs.sparse_adam_step, gen_sparse_adam_step, ("param", "m", "v")),
+    "adam_step(SparseRows)": (adam_step_sparse_grad, gen_adam_step_sparse_grad, ("param", "m", "v")),
+    "adam_step(multi-tensor)": (adam_step_multi, gen_adam_step_multi, ("p0", "m0", "v0", "p1", "m1", "v1")),
 }
 
 

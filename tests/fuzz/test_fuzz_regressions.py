@@ -145,3 +145,42 @@ def test_numpy_backends_are_silent_on_overflow(cpu_backend):
         fs.embedding_backward(np.full((3, 2), 3.4e38, f32), np.array([0, 0, 0]), 3, backend=cpu_backend)
         fs.bce_with_logits(np.array([np.inf, -np.inf, np.nan], f32), np.array([0, 1, 1], f32), backend=cpu_backend)
     assert np.isinf(y).all()
+
+
+@pytest.mark.parametrize("form", ["dense", "sparse", "rows", "multi"])
+def test_adam_float64_hyperparameter_past_float32_range(cpu_backend, form):
+    # Was a RuntimeWarning (overflow in cast) on numba only, found by the long fuzz run with
+    # eps=1e308 on float32 arrays: the coefficient now rounds to inf on every backend, silently
+    # (and without the C++ cast's undefined behaviour), so the update is exactly zero.
+    rng = np.random.default_rng(0)
+    p, g, m, v = (rng.random((4, 3)).astype(f32) for _ in range(4))
+    want = p.copy()
+    h = dict(step=1, eps=1e308, backend=cpu_backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if form == "dense":
+            fs.adam_step(p, g, m, v, **h)
+        elif form == "sparse":
+            fs.sparse_adam_step(p, np.array([0, 2]), g[:2], m, v, **h)
+        elif form == "rows":
+            fs.adam_step(p, fs.SparseRows(np.array([0, 2]), g[:2], 4), m, v, **h)
+        else:
+            fs.adam_step([p], [g], [m], [v], **h)
+    np.testing.assert_array_equal(p, want)
+    assert np.isfinite(m).all() and np.isfinite(v).all()
+
+
+def test_adam_sparse_rows_grad_misaligned_rows_is_copied(cpu_backend):
+    # The SparseRows fast path first took a misaligned rows view to the kernel (cpp raised
+    # "must be aligned", numba and numpy ran): misaligned arrays must take the copying path.
+    buf = np.zeros(3 * 8 + 1, np.uint8)
+    buf[1:] = np.frombuffer(np.array([0, 2, 3], np.int64).tobytes(), np.uint8)
+    rows = np.frombuffer(buf.data, dtype=np.int64, count=3, offset=1)
+    assert not rows.flags.aligned and rows.tolist() == [0, 2, 3]
+    p, m, v = (np.ones((4, 3), f32) for _ in range(3))
+    want, wm, wv = p.copy(), m.copy(), v.copy()
+    fs.adam_step(p, fs.SparseRows(rows, np.ones((3, 3), f32), 4), m, v, step=1, backend=cpu_backend)
+    dense = np.ones((4, 3), f32)
+    dense[1] = 0
+    fs.adam_step(want, dense, wm, wv, step=1, backend=cpu_backend)
+    assert p.tobytes() == want.tobytes()

@@ -45,3 +45,46 @@ def test_one_epoch_bitwise_for_1_and_2_threads_and_two_runs(lazy):
         assert b.tobytes() == c.tobytes(), "two runs in a row differ"
     # and training did move the weights
     assert not np.array_equal(one[0], _train(2, lazy, seed=1)[0])
+
+
+def test_sparse_rows_adam_path_is_bitwise_the_dense_gradient_path(monkeypatch):
+    """On cpp, Keras Adam takes the table's gradient as SparseRows (adam_step over every row,
+    no (V, D) gradient); forcing the dense gradient must give the very same weights."""
+    if fs.backends()["cpp"] is not None:
+        pytest.skip(f"cpp unavailable: {fs.backends()['cpp']}")
+    from fastscale.nn import model as M
+
+    rows_path = _train(2)
+    monkeypatch.setattr(M, "_resolved_backend", lambda backend: "dense-gradient")
+    dense_path = _train(2)
+    for a, b in zip(rows_path, dense_path):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_padded_inputs_train_as_bags_bitwise(monkeypatch):
+    """fit turns padded ids into CSR bags of the non-zero ids once (masked mean); the weights,
+    history and validation numbers are bitwise those of the padded path."""
+    if fs.backends()["cpp"] is not None:
+        pytest.skip(f"cpp unavailable: {fs.backends()['cpp']}")
+    from fastscale.nn import model as M
+
+    x, y = _data(3)
+    x[5, 2] = 0  # a zero inside a review, not only leading padding
+
+    def run():
+        model = nn.Sequential([nn.Embedding(4000, 16, mask_zero=True), nn.GlobalAveragePooling1D(),
+                               nn.Dense(8, activation="relu"), nn.Dense(1, activation="sigmoid")])
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], backend="cpp", seed=1)
+        h = model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, seed=1, verbose=0)
+        return model.get_weights(), h.history
+
+    calls = []
+    real = M._Inputs.as_bags
+    monkeypatch.setattr(M._Inputs, "as_bags", lambda self, V: calls.append(1) or real(self, V))
+    w_bags, h_bags = run()
+    assert len(calls) == 2  # training and validation inputs
+    monkeypatch.setattr(M._Inputs, "as_bags", lambda self, V: self)
+    w_pad, h_pad = run()
+    for a, b in zip(w_bags, w_pad):
+        assert a.tobytes() == b.tobytes()
+    assert h_bags == h_pad

@@ -12,6 +12,10 @@ initialisers (embedding N(0, 1)) it reaches 0.8609, which is where the 0.860 quo
 issue comes from.  The model overfits from epoch 2 on (validation loss rises), so the 10th
 epoch's accuracy depends on the initial weights; this test keeps the issue's bar.
 Hashed bigrams (2**20 buckets, lazy Adam): 0.8992.
+
+The same settings with PyTorch's embedding initialiser (``RandomNormal(stddev=1.0)``, what
+``fastscale train`` uses by default) reach 0.8586 / 0.8582 (seeds 0 / 1): that test holds
+the issue's bar.
 """
 from pathlib import Path
 
@@ -48,6 +52,17 @@ def imdb():
 )
 def test_origin_settings_reach_0855(imdb):
     """The DESIGN.md example, literally: padded to the longest training review, 10 epochs."""
+    _origin(imdb, "uniform")
+
+
+def test_origin_settings_with_pytorch_embedding_init_reach_0855(imdb):
+    """The same, with PyTorch's nn.Embedding initialiser N(0, 1) (the issue's reference model)."""
+    from fastscale import nn
+
+    _origin(imdb, nn.initializers.RandomNormal(stddev=1.0))
+
+
+def _origin(imdb, init):
     from fastscale import nn, optim, text
 
     (train_texts, y), (test_texts, y_test) = imdb
@@ -55,12 +70,13 @@ def test_origin_settings_reach_0855(imdb):
     tok.fit_on_texts(train_texts)
     x = text.pad_sequences(tok.texts_to_sequences(train_texts), maxlen=None)
     x_test = text.pad_sequences(tok.texts_to_sequences(test_texts), maxlen=x.shape[1])
-    model = nn.Sequential([nn.Embedding(10000, 128, mask_zero=True), nn.GlobalAveragePooling1D(),
+    model = nn.Sequential([nn.Embedding(10000, 128, mask_zero=True, embeddings_initializer=init),
+                           nn.GlobalAveragePooling1D(),
                            nn.Dense(64, activation="relu"), nn.Dense(1, activation="sigmoid")])
     model.compile(optimizer=optim.Adam(learning_rate=1e-3), loss="binary_crossentropy", metrics=["accuracy"], seed=0)
     history = model.fit(x, y, epochs=10, batch_size=64, validation_split=0.2, verbose=0)
     loss, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
-    print(f"origin settings: test accuracy {acc:.4f}, loss {loss:.4f}, "
+    print(f"origin settings, {init} init: test accuracy {acc:.4f}, loss {loss:.4f}, "
           f"{np.mean([s['seconds'] for s in history.epoch_stats]):.2f} s/epoch")
     assert acc >= 0.855
 

@@ -248,3 +248,24 @@ def test_dropout_in_model_is_deterministic_and_inactive_at_inference():
     assert res[0][0] == res[1][0]
     np.testing.assert_array_equal(res[0][1], res[1][1])
     np.testing.assert_array_equal(m.predict(x), m.predict(x))
+
+
+def test_train_on_batch_is_one_fit_step():
+    """train_on_batch (Keras's API) makes exactly the update fit makes for that batch, and
+    reports that batch's loss and metrics from before the update."""
+    x, y = binary(64, seed=12)
+    a, b = origin_model(), origin_model()
+    for m in (a, b):
+        m.compile(optimizer=optim.Adam(3e-3), loss="binary_crossentropy", metrics=["accuracy"], seed=4)
+    h = a.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    loss, acc = b.train_on_batch(x, y)
+    assert loss == pytest.approx(h.history["loss"][0], rel=1e-6)
+    assert acc == pytest.approx(h.history["accuracy"][0])
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert wa.tobytes() == wb.tobytes()
+    assert set(b.train_on_batch(x, y, return_dict=True)) == {"loss", "accuracy"}
+    w = b.get_weights()
+    w[-2][:] = np.inf
+    b.set_weights(w)
+    with pytest.raises(FloatingPointError, match="train_on_batch: the loss became"):
+        b.train_on_batch(x, y)

@@ -41,6 +41,26 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(u.predict(x), m.predict(x))
 
 
+def test_without_optimizer_state(tmp_path):
+    """include_optimizer=False (Keras's option): weights, settings and tokenizer-free metadata
+    round-trip; the optimizer comes back with its settings, step 0 and no moments."""
+    x, y = binary(150, seed=1)
+    m = _model(lazy=True)
+    m.fit(x, y, epochs=1, verbose=0)
+    saving.save_model(m, tmp_path / "full.fsm")
+    saving.save_model(m, tmp_path / "small.fsm", include_optimizer=False)
+    header, arrays = saving.read_file(tmp_path / "small.fsm")
+    assert not [k for k in arrays if k.startswith("optimizer/")]
+    assert (tmp_path / "small.fsm").stat().st_size < (tmp_path / "full.fsm").stat().st_size / 2
+    r = nn.load_model(tmp_path / "small.fsm")
+    np.testing.assert_array_equal(m.predict(x), r.predict(x))
+    assert r.optimizer.get_config() == m.optimizer.get_config()
+    assert r.optimizer.step == 0 and r.optimizer.slots == {}
+    assert m.optimizer.step > 0 and m.optimizer.slots  # the model saved is untouched
+    r.fit(x, y, epochs=1, verbose=0)  # trains on from fresh moments
+    assert r.optimizer.step > 0
+
+
 @pytest.mark.parametrize("lazy,dropout", [(False, False), (True, True)])
 def test_resume_continues_exactly(tmp_path, lazy, dropout):
     x, y = binary(200, seed=2)

@@ -31,8 +31,24 @@ def _tol(dtype):
     return dict(rtol=5e-5, atol=5e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
 
 
-def _close(got, want, dtype, what):
-    np.testing.assert_allclose(to_np(got).astype(np.float64), want, **_tol(dtype), err_msg=what)
+def _close(got, want, dtype, what, skip=None):
+    got = to_np(got).astype(np.float64)
+    if skip is not None and dtype == np.float32:
+        got, want = got[~skip], np.asarray(want)[~skip]
+    np.testing.assert_allclose(got, want, **_tol(dtype), err_msg=what)
+
+
+def _ill_conditioned(p, grad, h):
+    """Elements whose float32 update no float32 kernel can match to 1e-4: with beta2 = 0
+    (v = g * g) and L2 decay, g = grad + wd * p may cancel to a few ulps, and the step
+    alpha * m / (|g| + eps) then carries that cancellation's relative error (hypothesis found
+    V=1000, d=300, beta2=0, eps=1e-8, wd=0.01: 9e-4 relative on one element of 300,000)."""
+    p = np.asarray(p, np.float64)
+    grad = np.asarray(grad, np.float64)
+    wd = h.get("weight_decay", 0.0)
+    if h.get("beta2", 0.999) != 0.0 or not wd or h.get("decoupled", False):
+        return np.zeros(np.broadcast_shapes(p.shape, grad.shape), bool)
+    return np.abs(grad + wd * p) < 1e-2 * (np.abs(grad) + wd * np.abs(p))
 
 
 hyper = st.fixed_dictionaries(
@@ -63,13 +79,15 @@ def test_adam_step_matches_reference(backend, to_xp, lead, d, dtype, h, t0, step
     p, g, m, v = _state(np.random.default_rng(seed), shape, dtype)
     rp, rm, rv = (a.astype(np.float64) for a in (p, m, v))
     xp_p, xp_m, xp_v = to_xp(p.copy()), to_xp(m.copy()), to_xp(v.copy())
+    skip = np.zeros(shape, bool)
     for t in range(t0, t0 + steps):
         gt = g * np.asarray(t - t0 + 1, dtype)  # a different gradient each step
+        skip |= _ill_conditioned(rp, gt, h)
         assert fastscale.adam_step(xp_p, to_xp(gt), xp_m, xp_v, step=t, backend=backend, **h) is None
         rp, rm, rv = A.reference(rp, gt, rm, rv, step=t, **h)
     for got, want, what in ((xp_p, rp, "param"), (xp_m, rm, "m"), (xp_v, rv, "v")):
         assert got.dtype == dtype and got.shape == shape
-        _close(got, want, dtype, what)
+        _close(got, want, dtype, what, skip if what == "param" else None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -139,8 +157,10 @@ def test_sparse_adam_step_matches_reference(backend, to_xp, V, d, frac, idt, dty
     assert fastscale.sparse_adam_step(xs[0], to_xp(rows), to_xp(values), xs[1], xs[2], step=t, backend=backend,
                                       **h) is None
     untouched = np.setdiff1d(np.arange(V), rows)
+    skip = np.zeros((V, d), bool)
+    skip[rows] = _ill_conditioned(p[rows], values, h)
     for got, want, start, what in zip(xs, (rp, rm, rv), (p, m, v), ("param", "m", "v")):
-        _close(got, want, dtype, what)
+        _close(got, want, dtype, what, skip if what == "param" else None)
         np.testing.assert_array_equal(to_np(got)[untouched], start[untouched], err_msg=f"{what}: untouched rows")
 
 
@@ -168,6 +188,56 @@ def test_sparse_equals_dense_on_touched_rows(backend, to_xp, dtype, wd, decouple
         np.testing.assert_allclose(s_[rows], d_[rows], **tol)
         np.testing.assert_array_equal(s_[other], start[other])
     assert not np.array_equal(to_np(dense[1])[other], m[other])  # dense did decay them
+
+
+# ---------------------------------------------------------------------------- SparseRows gradient
+@given(
+    V=st.sampled_from([1, 5, 64, 1000]),
+    d=st.sampled_from(DIMS),
+    frac=st.sampled_from([0.0, 0.3, 1.0]),
+    idt=st.sampled_from([np.int32, np.int64]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    h=hyper,
+    t=st.sampled_from([1, 3, 1000]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_adam_step_sparse_rows_grad_matches_reference(backend, to_xp, V, d, frac, idt, dtype, h, t, seed):
+    """A SparseRows gradient is the dense step with zeros outside its rows (every row moves)."""
+    rng = np.random.default_rng(seed)
+    p, _, m, v = _state(rng, (V, d), dtype)
+    rows = np.flatnonzero(rng.random(V) < frac).astype(idt)
+    values = rng.standard_normal((rows.shape[0], d)).astype(dtype)
+    grad = np.zeros((V, d), dtype)
+    grad[rows] = values
+    want = A.reference(p, grad, m, v, step=t, **h)
+    xs = [to_xp(a.copy()) for a in (p, m, v)]
+    g = fastscale.SparseRows(to_xp(rows), to_xp(values), V)
+    assert fastscale.adam_step(xs[0], g, xs[1], xs[2], step=t, backend=backend, **h) is None
+    skip = _ill_conditioned(p, grad, h)
+    for got, w, what in zip(xs, want, ("param", "m", "v")):
+        _close(got, w, dtype, what, skip if what == "param" else None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd, decoupled, placement", [(0.0, False, "keras"), (0.1, False, "torch"), (0.1, True, "keras")])
+@pytest.mark.parametrize("shape", [(300, 128), (1000, 3), (7000, 17)])
+def test_sparse_rows_grad_bitwise_equals_dense_grad(backend, to_xp, dtype, wd, decoupled, placement, shape):
+    """Same backend, same numbers: the SparseRows path is bitwise the densified one (so a
+    training step may take either)."""
+    rng = np.random.default_rng(11)
+    V, D = shape
+    p, _, m, v = _state(rng, shape, dtype)
+    rows = np.sort(rng.choice(V, V // 3, replace=False)).astype(np.int64)
+    values = rng.standard_normal((rows.shape[0], D)).astype(dtype)
+    grad = np.zeros(shape, dtype)
+    grad[rows] = values
+    h = dict(step=4, lr=0.01, weight_decay=wd, decoupled=decoupled, eps_placement=placement, backend=backend)
+    dense = [to_xp(a.copy()) for a in (p, m, v)]
+    rowsd = [to_xp(a.copy()) for a in (p, m, v)]
+    fastscale.adam_step(dense[0], to_xp(grad), dense[1], dense[2], **h)
+    fastscale.adam_step(rowsd[0], fastscale.SparseRows(to_xp(rows), to_xp(values), V), rowsd[1], rowsd[2], **h)
+    for a, b, what in zip(dense, rowsd, ("param", "m", "v")):
+        assert to_np(a).tobytes() == to_np(b).tobytes(), what
 
 
 # ---------------------------------------------------------------------------- bad inputs
@@ -277,6 +347,91 @@ def test_sparse_adam_step_bad_arrays(cpu_backend, name, edit, exc, match):
         np.testing.assert_array_equal(a, before[k], err_msg=f"{k} was written")
 
 
+# ---------------------------------------------------------------------------- multi-tensor
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd, decoupled, placement", [(0.0, False, "keras"), (0.1, True, "torch")])
+def test_multi_tensor_form_is_each_tensor_bitwise(backend, to_xp, dtype, wd, decoupled, placement):
+    rng = np.random.default_rng(12)
+    shapes = [(128, 64), (64,), (64, 1), (1,), (0,), (70_001,)]
+    states = [_state(rng, sh, dtype) for sh in shapes]
+    h = dict(step=7, lr=0.01, weight_decay=wd, decoupled=decoupled, eps_placement=placement, backend=backend)
+    one = [[to_xp(a.copy()) for a in st] for st in states]
+    for p, g, m, v in one:
+        fastscale.adam_step(p, g, m, v, **h)
+    many = [[to_xp(a.copy()) for a in st] for st in states]
+    cols = [[t[j] for t in many] for j in range(4)]
+    assert fastscale.adam_step(*cols, **h) is None
+    for a, b in zip(one, many):
+        for x, y in zip(a, b):
+            assert to_np(x).tobytes() == to_np(y).tobytes()
+    np.testing.assert_allclose(to_np(many[0][0]).astype(np.float64),
+                               A.reference(*states[0], step=7, lr=0.01, weight_decay=wd, decoupled=decoupled,
+                                           eps_placement=placement)[0], **_tol(dtype))
+
+
+def _multi_args():
+    sts = [_state(np.random.default_rng(13 + i), sh, np.float32) for i, sh in enumerate([(4, 5), (5,)])]
+    return [[st[j] for st in sts] for j in range(4)]
+
+
+MULTI_BAD = [
+    ("lengths differ", lambda a: a[1].pop(), ValueError, "same length"),
+    ("grad not a list", lambda a: a.__setitem__(1, a[1][0]), TypeError, "'grad' must be a list"),
+    ("mixed dtypes", lambda a: [a[j].__setitem__(1, a[j][1].astype(np.float64)) for j in range(4)], TypeError,
+     r"param\[1\]"),
+    ("m shape", lambda a: a[2].__setitem__(1, np.zeros(6, np.float32)), ValueError, r"m\[1\]"),
+    ("v read-only", lambda a: _readonly(a[3][1]), ValueError, r"v\[1\].*writeable"),
+    ("m of one is v of another", lambda a: a[2].__setitem__(1, a[3][1]), ValueError, "share memory"),
+    ("param inside another m", lambda a: a[0].__setitem__(1, a[2][0].reshape(-1)[:5]), ValueError, "share memory"),
+    ("sparse grad", lambda a: a[1].__setitem__(0, fastscale.SparseRows(np.array([1]), np.ones((1, 5), np.float32), 4)),
+     TypeError, "SparseRows"),
+    ("not an array", lambda a: a[0].__setitem__(1, [1.0] * 5), TypeError, r"param\[1\]"),
+]
+
+
+@pytest.mark.parametrize("name, edit, exc, match", MULTI_BAD, ids=[c[0] for c in MULTI_BAD])
+def test_multi_tensor_bad_inputs_write_nothing(cpu_backend, name, edit, exc, match):
+    args = _multi_args()
+    edit(args)
+    before = [[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in col] for col in args]
+    with pytest.raises(exc, match=match):
+        fastscale.adam_step(*args, step=1, backend=cpu_backend)
+    for col, bcol in zip(args, before):
+        for a, b in zip(col, bcol):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+
+
+ROWS_BAD = [
+    ("row == V", dict(rows=(0, 2, 8)), IndexError, r"grad.rows\[2\] = 8 is out of range \[0, 8\)"),
+    ("row negative", dict(rows=(-1, 2, 5)), IndexError, r"grad.rows\[0\] = -1"),
+    ("rows unsorted", dict(rows=(0, 5, 2)), ValueError, r"grad.rows\[1\] = 5 and grad.rows\[2\] = 2"),
+    ("rows duplicated", dict(rows=(0, 2, 2)), ValueError, "strictly increasing"),
+    ("rows float", dict(rows=(0.0, 1.0, 2.0), idt=np.float64), TypeError, "grad.rows"),
+    ("values D", dict(values=np.ones((3, 4), np.float32)), ValueError, "grad.values"),
+    ("values float64", dict(values=np.ones((3, 3))), TypeError, "grad.values"),
+    ("num_embeddings", dict(num_embeddings=9), ValueError, "table of 9 rows"),
+    ("param 1-D", dict(param=np.zeros(8, np.float32)), ValueError, "2-D"),
+    ("values is param", dict(values="param"), ValueError, "share memory"),
+]
+
+
+@pytest.mark.parametrize("name, make, exc, match", ROWS_BAD, ids=[c[0] for c in ROWS_BAD])
+def test_adam_step_sparse_rows_grad_bad_inputs(cpu_backend, name, make, exc, match):
+    make = dict(make)
+    extra = {k: make.pop(k) for k in ("values", "num_embeddings", "param") if k in make}
+    a = _sparse_args(**make)
+    if "param" in extra:
+        a["param"] = extra["param"]
+    values = a["values"] if "values" not in extra else (a["param"][:3] if isinstance(extra["values"], str) else extra["values"])
+    g = fastscale.SparseRows(a["rows"], values, extra.get("num_embeddings", 8))
+    before = {k: np.array(x, copy=True) for k, x in a.items()}
+    with pytest.raises(exc, match=match):
+        fastscale.adam_step(a["param"], g, a["m"], a["v"], step=1, backend=cpu_backend)
+    for k, x in a.items():
+        np.testing.assert_array_equal(x, before[k], err_msg=f"{k} was written")
+
+
 # ---------------------------------------------------------------------------- threads
 @pytest.fixture
 def cpp():
@@ -303,7 +458,9 @@ def test_cpp_threads_bitwise(cpp, dtype, wd, decoupled, placement):
         fastscale.adam_step(dense[0], g, dense[1], dense[2], **h)
         sparse = [a.copy() for a in (P, M, Vv)]
         fastscale.sparse_adam_step(sparse[0], rows, values, sparse[1], sparse[2], **h)
-        results.append(dense + sparse)
+        rowsd = [a.copy() for a in (P, M, Vv)]
+        fastscale.adam_step(rowsd[0], fastscale.SparseRows(rows, values, 5000), rowsd[1], rowsd[2], **h)
+        results.append(dense + sparse + rowsd)
     for a, b in zip(*results):
         assert a.tobytes() == b.tobytes()
     assert not np.array_equal(results[0][0], p)

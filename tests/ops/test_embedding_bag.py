@@ -189,6 +189,40 @@ def test_cpp_bitwise_identical_for_1_and_2_threads():
         assert a.tobytes() == b.tobytes()
 
 
+@pytest.mark.parametrize("layout", ["csr", "padded", "psw"])
+@pytest.mark.parametrize("V, unique", [(50, True), (10_000, False), (1_000_000, False), (1_000_000, True)])
+def test_sparse_backward_is_the_dense_one_bitwise(cpu_backend, layout, V, unique):
+    """Same backend: the SparseRows values are exactly the dense gradient's rows (so a training
+    step may take either), including every id distinct (U = N) and a huge, barely used table."""
+    rng = np.random.default_rng(V + unique)
+    B, D = 9, 37
+    N = 40
+    ids = (rng.permutation(V - 1)[:N] + 1) if unique else rng.integers(1, min(V, 60), N)
+    lengths = np.diff(np.sort(np.concatenate([[0, N], rng.integers(0, N, B - 1)])))
+    off = np.concatenate([[0], np.cumsum(lengths)])
+    dout = rng.standard_normal((B, D)).astype(np.float32)
+    kw = dict(num_embeddings=V, backend=cpu_backend)
+    if layout == "padded":  # the same bags, pre-padded with 0 (the padding row)
+        T = int(lengths.max()) + 3
+        x = np.zeros((B, T), np.int64)
+        for b in range(B):
+            if lengths[b]:
+                x[b, T - lengths[b]:] = ids[off[b]:off[b + 1]]
+        args, kw = (x,), dict(kw, padding_idx=0)
+    elif layout == "psw":
+        args, kw = (ids, off), dict(kw, mode="sum", per_sample_weights=rng.standard_normal(N).astype(np.float32))
+    else:
+        args = (ids, off)
+    dense = fs.embedding_bag_backward(dout, *args, **kw)
+    sp = fs.embedding_bag_backward(dout, *args, sparse=True, **kw)
+    assert np.all(np.diff(sp.rows) > 0)
+    np.testing.assert_array_equal(sp.rows, np.unique(ids))
+    assert dense[sp.rows].tobytes() == sp.values.tobytes()
+    rest = np.ones(V, bool)
+    rest[sp.rows] = False
+    assert not dense[rest].any()
+
+
 def test_isa_variants_agree(tmp_path):
     """The scalar, AVX2 and AVX-512 builds of the kernel give the same sums (to rounding)."""
     if fs.backends()["cpp"] is not None:

@@ -10,13 +10,14 @@ Layers have explicit forward / backward; ``Embedding -> GlobalAveragePooling1D``
 fused ``embedding_bag``.  ``model.save(path)`` / ``nn.load_model(path)`` keep everything
 needed to predict or resume training in one checksummed file.
 """
-from . import callbacks, losses, metrics
+from . import callbacks, initializers, losses, metrics
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer
 from .model import Sequential, TrainingDivergedError
 from .saving import load_model
 
 __all__ = [
+    "initializers",
     "Callback",
     "Dense",
     "Dropout",

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from .. import ops
+from . import initializers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
 
@@ -102,12 +103,11 @@ class Embedding(Layer):
         self.input_dim = _int_arg("Embedding", "input_dim", input_dim)
         self.output_dim = _int_arg("Embedding", "output_dim", output_dim)
         self.mask_zero = bool(mask_zero)
-        if embeddings_initializer != "uniform":
-            raise ValueError(f"Embedding: only embeddings_initializer='uniform' (Keras's default) is supported, got {embeddings_initializer!r}")
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.sparse_grad = False  # set by Sequential.compile for Adam(lazy=True)
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": self.embeddings_initializer(rng, (self.input_dim, self.output_dim), dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -131,7 +131,11 @@ class Embedding(Layer):
         return None  # ids have no gradient
 
     def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mask_zero": self.mask_zero}
+        cfg = {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+               "mask_zero": self.mask_zero}
+        if self.embeddings_initializer != initializers.RandomUniform():  # Keras's default stays implicit
+            cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
+        return cfg
 
 
 class GlobalAveragePooling1D(Layer):
@@ -178,7 +182,7 @@ class EmbeddingBag(Layer):
         self._grad_buf = None
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": _uniform_table(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": initializers.RandomUniform()(rng, (self.input_dim, self.output_dim), dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -281,16 +285,6 @@ class _FusedEmbeddingPool:
                 g[0] += n_zero @ dout
         emb.grads["embeddings"] = g
         return None
-
-
-def _uniform_table(rng, shape, dtype):
-    """Keras's embedding initialiser, uniform(-0.05, 0.05), drawn straight in ``dtype`` so a
-    hashed n-gram table (10**6 x 128) needs no float64 temporary twice its size."""
-    t = np.dtype(dtype).type
-    w = rng.random(shape, dtype=t)
-    w *= t(0.1)
-    w -= t(0.05)
-    return w
 
 
 def _prepend_row0(g, g0):

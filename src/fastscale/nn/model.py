@@ -81,10 +81,13 @@ class _Inputs:
         if self.arr is not None:
             return self.arr[idx]
         ids, off = self.csr
-        lens = off[idx + 1] - off[idx]
+        starts, ends = off[idx], off[idx + 1]
         new_off = np.zeros(idx.shape[0] + 1, np.int64)
-        np.cumsum(lens, out=new_off[1:])
-        pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(off[idx] - new_off[:-1], lens)
+        np.cumsum(ends - starts, out=new_off[1:])
+        if idx.shape[0] <= 4096:  # a batch: one slice per bag beats an index array per id
+            parts = [ids[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+            return (np.concatenate(parts) if parts else ids[:0]), new_off
+        pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(starts - new_off[:-1], ends - starts)
         return ids[pos], new_off
 
     def slice(self, start, stop):
@@ -100,6 +103,26 @@ class _Inputs:
             new.arr = self.arr[start:stop]
         else:
             new.csr = self.slice(start, stop)
+        return new
+
+    def as_bags(self, V):
+        """Padded ids as CSR bags of their non-zero ids, or self when that cannot be done.
+
+        For a masked mean (Embedding(mask_zero=True) -> pooling) the two are the same
+        computation, bitwise: the kernel skips id 0 wherever it sits and adds the rest in
+        position order either way.  fit converts once so that every epoch gathers only the
+        real tokens of a batch, not T ids per sample.  Out-of-range ids stay padded, so the
+        error names the position the user knows."""
+        a = self.arr
+        if a is None or a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or a.size == 0:
+            return self
+        if int(a.min()) < 0 or int(a.max()) >= V:
+            return self
+        keep = a != 0
+        new = object.__new__(_Inputs)
+        off = np.zeros(a.shape[0] + 1, np.int64)
+        np.cumsum(np.count_nonzero(keep, axis=1), out=off[1:])
+        new.arr, new.csr, new.n = None, (a[keep], off), self.n
         return new
 
     @staticmethod
@@ -185,8 +208,12 @@ class Sequential:
         self._backend = backend
         self._fuse = bool(fuse)
         self.optimizer.backend = backend
-        sparse = isinstance(self.optimizer, _optim.Adam) and self.optimizer.lazy or (
-            isinstance(self.optimizer, _optim.SGD) and self.optimizer.momentum == 0)
+        opt = self.optimizer
+        sparse = isinstance(opt, _optim.Adam) and opt.lazy or (isinstance(opt, _optim.SGD) and opt.momentum == 0)
+        # Dense (Keras) Adam on the cpp backend also takes the table's gradient as SparseRows:
+        # adam_step then updates every row without a (V, D) gradient -- the same numbers,
+        # bitwise, with less memory traffic.  The other backends would only densify it again.
+        sparse = sparse or isinstance(opt, _optim.Adam) and _resolved_backend(backend) == "cpp"
         for layer in self.layers:
             layer.backend = backend
             if isinstance(layer, (Embedding, EmbeddingBag)):
@@ -308,6 +335,11 @@ class Sequential:
         if inputs.n == 0:
             raise ValueError("fit: no training samples")
         self.build(inputs.shape)
+        st = self._stages[0]
+        if isinstance(st, _FusedEmbeddingPool) and st.emb.mask_zero:
+            inputs = inputs.as_bags(st.emb.input_dim)
+            if val is not None:
+                val = (val[0].as_bags(st.emb.input_dim), val[1])
         train_seed = seed if seed is not None else self._seed
 
         history = _callbacks.History()
@@ -368,18 +400,8 @@ class Sequential:
                 else:
                     idx = order[lo:hi]
                     xb, yb = inputs.take(idx), y[idx]
-                # A diverging run is reported once, by the check below, not by NumPy warnings.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    z = self._forward(xb, training=True, logits=self._ask_logits)
-                    loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
-                if not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"fit: the loss became {loss} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps} "
-                        f"(update {self.optimizer.step + 1} of this model); lower the learning rate or check the inputs "
-                        "for NaN/inf"
-                    )
-                self._backward(dz)
-                self.optimizer.apply(self._params_and_grads())
+                loss, z = self._step(xb, yb, f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, "
+                                              f"step {s + 1}/{steps}")
                 total_loss += loss * (hi - lo)
                 tokens += _Inputs.tokens(xb)
                 if self.metrics:
@@ -404,6 +426,45 @@ class Sequential:
             logs[m.name] = m.result()
         self._last_epoch_stats = {"seconds": dt, "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9)}
         return logs
+
+    def _step(self, xb, yb, where):
+        """One update: forward, loss, backward, optimizer; returns (loss, head output).  A
+        non-finite loss raises before anything is updated (``where`` names the step)."""
+        # A diverging run is reported once, by the check below, not by NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self._forward(xb, training=True, logits=self._ask_logits)
+            loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                where.format(loss) + f" (update {self.optimizer.step + 1} of this model); lower the learning rate or "
+                "check the inputs for NaN/inf"
+            )
+        self._backward(dz)
+        self.optimizer.apply(self._params_and_grads())
+        return loss, z
+
+    def train_on_batch(self, x, y, return_dict=False):
+        """One gradient update on one batch (Keras's ``train_on_batch``): returns the batch's
+        loss, or ``[loss, *metrics]`` (a dict with ``return_dict``), computed before the update."""
+        self._require_compiled("train_on_batch")
+        inputs = _Inputs(x, "train_on_batch")
+        y = _targets(y, inputs.n, "train_on_batch")
+        if inputs.n == 0:
+            raise ValueError("train_on_batch: no samples")
+        self.build(inputs.shape)
+        xb = inputs.csr if inputs.csr is not None else inputs.arr
+        loss, z = self._step(xb, y, "train_on_batch: the loss became {}")
+        logs = {"loss": float(loss)}
+        if self.metrics:
+            p = self._probs(z)
+            for m in self.metrics:
+                m.reset()
+                m.update(y, p)
+                logs[m.name] = m.result()
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
 
     def _evaluate(self, inputs, y, batch_size):
         for m in self.metrics:
@@ -546,6 +607,19 @@ class Sequential:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _resolved_backend(backend):
+    """The backend the ops will run on numpy arrays: the one asked for, else the first usable."""
+    import os
+
+    from .._backends import status
+
+    backend = backend or os.environ.get("FASTSCALE_BACKEND") or None
+    if backend is not None:
+        return backend
+    # In order, stopping at the first usable one: probing numba too would import it (~0.3 s).
+    return next((n for n in ("cpp", "numba", "numpy") if status(n) is None), None)
+
+
 def _check_seed(seed, who):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{who}: seed must be an int >= 0 or None, got {seed!r}")

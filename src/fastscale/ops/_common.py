@@ -45,6 +45,19 @@ def row_mark(V: int) -> np.ndarray:
     return m
 
 
+def scratch(key: str, n: int, dtype) -> np.ndarray:
+    """A per-thread, grow-only 1-D scratch buffer of at least n elements (uninitialised): the
+    cpp sparse backwards plan into it every step instead of mapping fresh pages."""
+    cache = getattr(_marks, "scratch", None)
+    if cache is None:
+        cache = _marks.scratch = {}
+    dtype = np.dtype(dtype)
+    a = cache.get((key, dtype))
+    if a is None or a.shape[0] < n:
+        a = cache[(key, dtype)] = np.empty(max(n, 1024), dtype)
+    return a
+
+
 # row_mark(V) costs 4 V bytes per thread; past this many rows, when the ids are far fewer, the
 # cpp sparse backwards renumber the ids first (renumber()) and mark a table of U rows instead
 # (a 2**40-row hashed vocabulary must not need a 4 TB scratch).

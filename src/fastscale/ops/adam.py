@@ -26,6 +26,12 @@ arrays' dtype).  Measured against the bias-corrected ``sqrt(v / bc2)``, Keras' e
 ``eps / sqrt(bc2)``: at step 1 with ``beta2 = 0.999`` the update is ``lr * g / (|g| + 31.6 eps)``
 for Keras and ``lr * g / (|g| + eps)`` for torch; the two converge as ``bc2 -> 1``.
 
+``adam_step`` also takes a :class:`SparseRows` gradient for a ``(V, D)`` table (what
+``embedding_bag_backward(..., sparse=True)`` returns): the gradient is zero outside its rows
+and every row is updated exactly as with the densified gradient (all moments decay, as in
+Keras), bitwise equal on each backend, but the ``cpp`` kernel never builds the ``(V, D)``
+gradient.
+
 ``sparse_adam_step`` is lazy Adam (TF ``LazyAdam``, ``torch.optim.SparseAdam``): only the
 listed rows of a ``(V, D)`` table and of its moments change, each by the formulas above with
 the global ``step``; the rows not listed keep their moments (they do not decay).
@@ -42,6 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _backends, _checks as C
+from ._common import SparseRows
 
 OP = "adam_step"
 OPS = "sparse_adam_step"
@@ -116,7 +123,24 @@ def adam_step(
     with ``decoupled=False`` adds ``weight_decay * param`` to the gradient before the moments
     (L2, as torch Adam / Keras); with ``decoupled=True`` it scales ``param`` by
     ``1 - lr*weight_decay`` first (AdamW).  See the module docstring for the formulas.
+
+    ``grad`` may be a :class:`SparseRows` for a 2-D ``param`` (rows in ``[0, V)``, strictly
+    increasing; ``values`` of shape ``(len(rows), D)``): the same dense update with a gradient
+    that is zero outside ``rows``.
+
+    Multi-tensor form: ``param``, ``grad``, ``m``, ``v`` equal-length lists (or tuples) of arrays,
+    tensor ``i`` being ``(param[i], grad[i], m[i], v[i])`` with the rules above (dense
+    gradients, one float dtype for all); one call checks the hyperparameters once and updates
+    every tensor, each exactly as its own call would.  No array may share memory with another.
     """
+    if isinstance(param, (list, tuple)):
+        _adam_step_multi(param, grad, m, v, backend, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                         eps_placement)
+        return
+    if isinstance(grad, SparseRows):
+        _adam_step_rows(param, grad, m, v, backend, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                        eps_placement)
+        return
     is_cupy = C.array_kind(OP, param=param, grad=grad, m=m, v=v)
     C.check_float(OP, "param", param)
     for name, a in (("grad", grad), ("m", m), ("v", v)):
@@ -129,6 +153,104 @@ def adam_step(
     k = _hyper(OP, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
     _name, impl = _IMPL.pick(backend, is_cupy)
     impl(param, C.contiguous(grad), m, v, k)
+
+
+def _multi_fast_ok(params, grads, ms, vs) -> bool:
+    """True when every check below would pass, by a cheaper test: numpy arrays of one float
+    dtype and matching shapes, the updated ones writeable, all C-contiguous and aligned, each
+    owning its memory (no view: distinct arrays then cannot overlap).  False sends the call
+    through the full checks, which name whatever is wrong."""
+    dt = params[0].dtype if type(params[0]) is np.ndarray else None
+    if dt not in C.FLOATS:
+        return False
+    seen = set()
+    for p, g, m, v in zip(params, grads, ms, vs):
+        for a in (p, g, m, v):
+            if type(a) is not np.ndarray or a.dtype != dt or a.shape != p.shape or a.base is not None:
+                return False
+            f = a.flags
+            if not (f.c_contiguous and f.aligned and (f.writeable or a is g)):
+                return False
+            seen.add(id(a))
+    return len(seen) == 4 * len(params)
+
+
+def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
+    lists = {"param": params, "grad": grads, "m": ms, "v": vs}
+    for name, a in lists.items():
+        if not isinstance(a, (list, tuple)):
+            raise TypeError(f"{OP}: with a list of params, argument '{name}' must be a list of arrays too, "
+                            f"got {C._describe(a)}")
+    n = len(params)
+    if any(len(a) != n for a in lists.values()):
+        raise ValueError(f"{OP}: the lists param, grad, m, v must have the same length, got "
+                         + ", ".join(f"{k} {len(a)}" for k, a in lists.items()))
+    k = _hyper(OP, *hyper)
+    if n == 0:
+        return
+    if _multi_fast_ok(params, grads, ms, vs):  # the training loop's case, checked cheaply
+        _name, impl = _MULTI.pick(backend, False)
+        impl(list(params), list(grads), list(ms), list(vs), k)
+        return
+    arrays, names = [], []
+    for i in range(n):
+        for name in lists:
+            arrays.append(lists[name][i])
+            names.append(f"{name}[{i}]")
+    is_cupy = C.array_kind(OP, **dict(zip(names, arrays)))
+    C.check_float(OP, "param[0]", params[0])
+    dt = params[0].dtype
+    grads = list(grads)
+    for i in range(n):
+        for name in lists:
+            a = lists[name][i]
+            if isinstance(a, SparseRows):
+                raise TypeError(f"{OP}: the multi-tensor form takes dense gradients, got a SparseRows {name}[{i}]")
+            C.check_float(OP, f"{name}[{i}]", a, dtype=dt)
+            if name != "param":
+                C.check_shape(OP, f"{name}[{i}]", a, params[i].shape, f"the shape of param[{i}]")
+            if name != "grad":
+                _check_inplace(OP, f"{name}[{i}]", a)
+        grads[i] = C.contiguous(grads[i])
+    C.check_no_overlap_contiguous(OP, names, [grads[j // 4] if j % 4 == 1 else a for j, a in enumerate(arrays)])
+    _name, impl = _MULTI.pick(backend, is_cupy)
+    impl(list(params), grads, list(ms), list(vs), k)
+
+
+def _adam_step_rows(param, grad, m, v, backend, *hyper):
+    rows, values = grad.rows, grad.values
+    nd = np.ndarray
+    if (type(param) is nd and type(m) is nd and type(v) is nd and type(rows) is nd and type(values) is nd
+            and param.ndim == 2 and param.dtype in C.FLOATS and m.dtype == param.dtype and v.dtype == param.dtype
+            and values.dtype == param.dtype and rows.dtype in C.INDEXES and rows.ndim == 1
+            and m.shape == param.shape and v.shape == param.shape and grad.num_embeddings == param.shape[0]
+            and values.shape == (rows.shape[0], param.shape[1])
+            and param.base is None and m.base is None and v.base is None and values.base is None
+            and len({id(param), id(m), id(v), id(values)}) == 4
+            and all(a.flags.c_contiguous and a.flags.writeable and a.flags.aligned for a in (param, m, v))
+            and all(a.flags.c_contiguous and a.flags.aligned for a in (values, rows))):
+        # The training loop's case, cleared cheaply (owned, distinct arrays cannot overlap);
+        # anything else takes the full checks below, which name what is wrong.
+        _name, impl = _ROWS.pick(backend, False)
+        impl(param, rows, values, m, v, _hyper(OP, *hyper))
+        return
+    is_cupy = C.array_kind(OP, param=param, rows=rows, values=values, m=m, v=v)
+    C.check_float(OP, "param", param, ndim=2)
+    if grad.num_embeddings != param.shape[0]:
+        raise ValueError(f"{OP}: the SparseRows gradient is for a table of {grad.num_embeddings} rows, "
+                         f"got param of shape {param.shape}")
+    C.check_index(OP, "grad.rows", rows, ndim=1)
+    for name, a in (("grad.values", values), ("m", m), ("v", v)):
+        C.check_float(OP, name, a, dtype=param.dtype)
+    C.check_shape(OP, "m", m, param.shape, "the shape of param")
+    C.check_shape(OP, "v", v, param.shape, "the shape of param")
+    C.check_shape(OP, "grad.values", values, (rows.shape[0], param.shape[1]), "(len(rows), D)")
+    for name, a in (("param", param), ("m", m), ("v", v)):
+        _check_inplace(OP, name, a)
+    C.check_no_overlap(OP, param=param, values=values, m=m, v=v)
+    k = _hyper(OP, *hyper)
+    _name, impl = _ROWS.pick(backend, is_cupy)
+    impl(param, C.contiguous(rows), C.contiguous(values), m, v, k)
 
 
 def sparse_adam_step(
@@ -256,15 +378,16 @@ def _numpy_dense(param, grad, m, v, k: _Coef):
             _update_xp(p[s:e], g[s:e], mm[s:e], vv[s:e], k, t1[: e - s], t2[: e - s], xp)
 
 
-def _raise_unordered(op, rows, i):
+def _raise_unordered(op, rows, i, name="rows"):
     raise ValueError(
-        f"{op}: argument 'rows' must be strictly increasing (sorted, no duplicates), "
-        f"got rows[{i - 1}] = {int(rows[i - 1])} and rows[{i}] = {int(rows[i])}"
+        f"{op}: argument '{name}' must be strictly increasing (sorted, no duplicates), "
+        f"got {name}[{i - 1}] = {int(rows[i - 1])} and {name}[{i}] = {int(rows[i])}"
     )
 
 
-def _check_rows(op, rows, V):
+def _check_rows(op, rows, V, name=None):
     """The first position where rows leaves [0, V) (IndexError) or stops increasing (ValueError)."""
+    name = name or ("grad.rows" if op == OP else "rows")
     if rows.shape[0] == 0:
         return
     out = (rows < 0) | (rows >= V)
@@ -273,8 +396,8 @@ def _check_rows(op, rows, V):
     if bool(bad.any()):
         i = int(bad.argmax())
         if bool(out[i]):
-            C.raise_bad_id(op, "rows", rows, i, V)
-        _raise_unordered(op, rows, i)
+            C.raise_bad_id(op, name, rows, i, V)
+        _raise_unordered(op, rows, i, name)
 
 
 def _numpy_sparse(param, rows, values, m, v, k: _Coef):
@@ -287,6 +410,15 @@ def _numpy_sparse(param, rows, values, m, v, k: _Coef):
     param[rows] = p
     m[rows] = mm
     v[rows] = vv
+
+
+def _numpy_rows(param, rows, values, m, v, k: _Coef):
+    """Dense Adam from a row-sparse gradient: densify, then the dense update (cupy as well)."""
+    _check_rows(OP, rows, param.shape[0])
+    xp = _xp(param)
+    grad = xp.zeros_like(param)
+    grad[rows] = values
+    _numpy_dense(param, grad, m, v, k)
 
 
 # ---------------------------------------------------------------------------- numba
@@ -323,7 +455,18 @@ def _make_numba():
             for j in range(D):
                 elem(pr, mr, vr, j, gr[j], c1, b2, c2, alpha, eps, wd, decay, mode, b1)
 
-    return dense, sparse
+    @numba.njit(cache=True, parallel=True, nogil=True)
+    def rows_dense(p, slot, vals, m, v, c1, b2, c2, alpha, eps, wd, decay, mode, b1):
+        # slot[r]: row r's position in vals, or -1 (a zero gradient).
+        V, D = p.shape
+        for r in numba.prange(V):
+            s = slot[r]
+            pr, mr, vr = p[r], m[r], v[r]
+            for j in range(D):
+                gj = vals[s, j] if s >= 0 else p.dtype.type(0)
+                elem(pr, mr, vr, j, gj, c1, b2, c2, alpha, eps, wd, decay, mode, b1)
+
+    return dense, sparse, rows_dense
 
 
 _numba_fns = _backends.once(_make_numba)
@@ -332,19 +475,32 @@ _numba_fns = _backends.once(_make_numba)
 def _scalars(k: _Coef, dtype):
     """The kernel scalars in the arrays' dtype, so numba does float32 math for float32."""
     dt = np.dtype(dtype).type
+    with np.errstate(over="ignore"):  # a float64 coefficient past float32's range rounds to inf, as in C++
+        return _scalars_in(k, dt)
+
+
+def _scalars_in(k: _Coef, dt):
     return (dt(1.0 - k.beta1), dt(k.beta2), dt(1.0 - k.beta2), dt(k.alpha), dt(k.eps), dt(k.weight_decay),
             dt(k.decay), k.mode, dt(k.beta1))
 
 
 def _numba_dense(param, grad, m, v, k: _Coef):
-    dense, _ = _numba_fns()
+    dense, _, _ = _numba_fns()
     dense(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), *_scalars(k, param.dtype))
 
 
 def _numba_sparse(param, rows, values, m, v, k: _Coef):
     _check_rows(OPS, rows, param.shape[0])
-    _, sparse = _numba_fns()
+    _, sparse, _ = _numba_fns()
     sparse(param, rows, values, m, v, *_scalars(k, param.dtype))
+
+
+def _numba_rows(param, rows, values, m, v, k: _Coef):
+    _check_rows(OP, rows, param.shape[0])
+    _, _, rows_dense = _numba_fns()
+    slot = np.full(param.shape[0], -1, np.int64)
+    slot[rows] = np.arange(rows.shape[0])
+    rows_dense(param, slot, values, m, v, *_scalars(k, param.dtype))
 
 
 # ---------------------------------------------------------------------------- cpp
@@ -361,6 +517,30 @@ def _cpp_sparse(param, rows, values, m, v, k: _Coef):
         C.raise_bad_id(OPS, "rows", rows, status - 1, param.shape[0])
     if status < 0:
         _raise_unordered(OPS, rows, -status - 1)
+
+
+def _cpp_rows(param, rows, values, m, v, k: _Coef):
+    cpu = _backends.module("cpp")
+    status = cpu.adam_step_rows(param, rows, values, m, v, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay,
+                                k.decay, k.mode)
+    if status > 0:
+        C.raise_bad_id(OP, "grad.rows", rows, status - 1, param.shape[0])
+    if status < 0:
+        _raise_unordered(OP, rows, -status - 1, "grad.rows")
+
+
+def _cpp_multi(params, grads, ms, vs, k: _Coef):
+    cpu = _backends.module("cpp")
+    cpu.adam_step_multi(params, grads, ms, vs, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode)
+
+
+def _each(single):
+    """A multi-tensor implementation as a loop of the single-tensor one (numba, numpy, cupy)."""
+    def multi(params, grads, ms, vs, k: _Coef):
+        for p, g, m, v in zip(params, grads, ms, vs):
+            single(p, g, m, v, k)
+
+    return multi
 
 
 # ---------------------------------------------------------------------------- cuda
@@ -402,8 +582,24 @@ def _cuda_sparse(param, rows, values, m, v, k: _Coef):
     CU.finish(st)
 
 
+def _cuda_rows(param, rows, values, m, v, k: _Coef):
+    """Densify on the device (cupy), then the fused dense kernel.  Checking the rows costs one
+    device sync (no CUDA kernel of its own yet: the training stack on GPU keeps dense grads)."""
+    _check_rows(OP, rows, param.shape[0])
+    grad = C.xp_of(True).zeros_like(param)
+    grad[rows] = values
+    _cuda_dense(param, grad, m, v, k)
+
+
 _IMPL = _backends.register(
     OP, cpp=_cpp_dense, numba=_numba_dense, numpy=_numpy_dense, cupy=_numpy_dense, cuda=_cuda_dense
+)
+_MULTI = _backends.register(
+    OP + "(multi-tensor)", cpp=_cpp_multi, numba=_each(_numba_dense), numpy=_each(_numpy_dense),
+    cupy=_each(_numpy_dense), cuda=_cuda_multi
+)
+_ROWS = _backends.register(
+    OP + "(SparseRows)", cpp=_cpp_rows, numba=_numba_rows, numpy=_numpy_rows, cupy=_numpy_rows, cuda=_cuda_rows
 )
 _SPARSE = _backends.register(
     OPS, cpp=_cpp_sparse, numba=_numba_sparse, numpy=_numpy_sparse, cupy=_numpy_sparse, cuda=_cuda_sparse

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
+from ._common import SparseRows, quiet, renumber, row_mark, scratch, use_row_mark
 
 OP = "embedding_bag"
 OPB = "embedding_bag_backward"
@@ -352,18 +352,16 @@ def _cpp_backward(dout, ids, offsets, psw, pad, mean, out, V):
         _validate_xp(OPB, ids, offsets, V)
         uniq, ids, pad, _ = renumber(ids, pad)
         V = uniq.shape[0]
-    mark = row_mark(V)
-    rows = np.empty(ids.size, np.int64)
-    status, U = cpu.embedding_bag_backward_rows(ids, offsets, pad, mark, rows)
+    n = ids.size
+    rows = scratch("rows", n + 1, np.int64)
+    starts, ent_bag = scratch("starts", n + 1, np.int64), scratch("ent_bag", n, np.int64)
+    ent_c = scratch("ent_c", n, dout.dtype)
+    status, U = cpu.embedding_bag_backward_rows(ids, offsets, psw, pad, mean, row_mark(V), rows, starts, ent_bag, ent_c)
     if status:
         C.raise_status(OPB, status, ids, "ids", V, offsets)
-    rows = rows[:U]
-    try:
-        values = np.empty((U, dout.shape[1]), dout.dtype)
-        cpu.embedding_bag_backward_values(dout, ids, offsets, psw, pad, mean, mark, rows, values)
-    except BaseException:
-        mark[rows] = 0
-        raise
+    rows = rows[:U].copy()
+    values = np.empty((U, dout.shape[1]), dout.dtype)
+    cpu.embedding_bag_backward_values(dout, starts, ent_bag, ent_c, values)
     return (rows if uniq is None else uniq[rows]), values
 
 

@@ -7,7 +7,8 @@ path: translate, split(" "), count word by word, look up word by word), and fast
 Tokenizer with each engine side by side: ``python`` (the pure-Python reference) and ``cpp``
 (csrc/cpu/tokenizer.cpp; both threads), plain, with hashed bigrams, and to bags.  Reading the
 file is timed on its own (``test_load_tsv``: gunzip + UTF-8 decode + split, what `fastscale
-train` does before tokenizing).
+train` does before tokenizing).  After the tokenizing tests, one line per configuration gives
+the python / cpp ratio of their medians in this run.
 """
 import os
 from pathlib import Path
@@ -88,6 +89,25 @@ def test_reference_loop(benchmark, texts, reference_ids):
 
 
 @pytest.fixture(scope="module")
+def medians(request):
+    """Median seconds per (configuration, engine); at the module's end, python / cpp per
+    configuration is written to the terminal (the same run, so the ratio holds on a busy machine)."""
+    m = {}
+    yield m
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    for key in dict.fromkeys(k for k, _ in m):
+        if (key, "python") in m and (key, "cpp") in m:
+            py, cc = m[key, "python"], m[key, "cpp"]
+            line = f"tokenizer {key}: python {py * 1e3:.0f} ms / cpp {cc * 1e3:.0f} ms = {py / cc:.1f}x (medians)"
+            tr.write_line(line) if tr is not None else print(line)
+
+
+def _record(medians, benchmark, key, engine):
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        medians[key, engine] = benchmark.stats.stats.median
+
+
+@pytest.fixture(scope="module")
 def expected():
     """Each configuration's output from the first engine that ran it: the engines must agree."""
     return {}
@@ -101,34 +121,38 @@ def _check(expected, key, out):
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale(benchmark, texts, reference_ids, engine):
+def test_fastscale(benchmark, texts, reference_ids, engine, medians):
     kw = {"strip_html": False, "engine": engine}
     out = benchmark.pedantic(_fastscale, args=(texts,), kwargs=kw, rounds=5, iterations=1)
+    _record(medians, benchmark, "fit+texts_to_sequences", engine)
     assert out == reference_ids  # same rules as the reference (no HTML stripping): same ids
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_strip_html(benchmark, texts, engine, expected):
+def test_fastscale_strip_html(benchmark, texts, engine, expected, medians):
     out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"engine": engine}, rounds=5, iterations=1)
+    _record(medians, benchmark, "strip_html", engine)
     assert len(out) == 25000
     _check(expected, "strip_html", out)
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_bigrams(benchmark, texts, engine, expected):
+def test_fastscale_bigrams(benchmark, texts, engine, expected, medians):
     out = benchmark.pedantic(_fastscale, args=(texts,), kwargs={"ngrams": 2, "engine": engine}, rounds=3, iterations=1)
+    _record(medians, benchmark, "bigrams", engine)
     assert len(out) == 25000
     _check(expected, "bigrams", out)
 
 
 @pytest.mark.benchmark(group="tokenize-imdb-train")
-def test_fastscale_bags(benchmark, texts, engine, expected):
+def test_fastscale_bags(benchmark, texts, engine, expected, medians):
     def run():
         tok = Tokenizer(num_words=10000, oov_token="<OOV>", engine=engine)
         tok.fit_on_texts(texts)
         return tok.texts_to_bags(texts)
 
     ids, offsets = benchmark.pedantic(run, rounds=5, iterations=1)
+    _record(medians, benchmark, "bags", engine)
     assert len(offsets) == 25001
     _check(expected, "bags", (ids.tolist(), offsets.tolist()))
 

@@ -459,10 +459,12 @@ def _pad_ref(seqs, maxlen, padding, truncating, value):
     padding=st.sampled_from(["pre", "post"]),
     truncating=st.sampled_from(["pre", "post"]),
     value=st.integers(-3, 3),
-    as_arrays=st.booleans(),
+    as_arrays=st.sampled_from([None, np.int64, np.int32, np.int16]),
 )
 def test_pad_sequences_property(seqs, maxlen, padding, truncating, value, as_arrays):
-    arg = [np.array(s, dtype=np.int64) for s in seqs] if as_arrays else seqs
+    if as_arrays is not None:  # int32 / int16 arrays take the concatenating fast path
+        seqs = [[v for v in s if np.iinfo(as_arrays).min <= v <= np.iinfo(as_arrays).max] for s in seqs]
+    arg = seqs if as_arrays is None else [np.array(s, dtype=as_arrays) for s in seqs]
     out = pad_sequences(arg, maxlen=maxlen, padding=padding, truncating=truncating, value=value)
     rows, width = _pad_ref(seqs, maxlen, padding, truncating, value)
     assert out.shape == (len(seqs), width) and out.dtype == np.int32

@@ -2,6 +2,7 @@
 every attribute and every output must be identical, on random Unicode text and on IMDB."""
 import os
 import sys
+from collections import OrderedDict
 import unicodedata
 from pathlib import Path
 
@@ -206,6 +207,73 @@ def test_inputs_the_cpp_code_leaves_to_python():
         assert_same_vocabulary(py, cc)
 
 
+LAZY = ("word_counts", "word_docs", "word_index", "index_word", "index_docs")
+
+
+@given(
+    texts=TEXTS,
+    queries=TEXTS,
+    num_words=st.sampled_from([None, 0, 2, 5]),
+    oov=st.sampled_from([None, "<OOV>", "a"]),
+    ngrams=st.sampled_from([1, 2]),
+    reads=st.permutations(LAZY),
+    n_read=st.integers(0, len(LAZY)),
+    later=st.sampled_from(["nothing", "num_words", "oov_token", "set_word_index", "fit_again", "fit_on_sequences"]),
+)
+def test_vocabulary_built_on_first_read(texts, queries, num_words, oov, ngrams, reads, n_read, later):
+    # A first C++ fit leaves Keras' dicts pending: encoding first, reading some of them, then
+    # changing options / fitting again must all match the Python tokenizer, which built them.
+    text._CPP_PARALLEL_MIN_CHARS = 0
+    kw = dict(num_words=num_words, oov_token=oov, ngrams=ngrams, buckets=7)
+    py, cc = both(**kw)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    if oov is None or all(oov not in t.lower() for t in texts):
+        assert cc._pending is not None and not any(n in vars(cc) for n in LAZY)
+    assert cc.vocab_size == py.vocab_size and repr(cc) == repr(py)
+    assert_same_outputs(py, cc, texts)  # from the pending vocabulary
+    for name in reads[:n_read]:  # some attributes built, the others still pending
+        assert list(getattr(cc, name).items()) == list(getattr(py, name).items())
+        assert type(getattr(cc, name)) is type(getattr(py, name))
+    assert_same_outputs(py, cc, texts)
+    assert_same_outputs(py, cc, queries)
+    for tok in (py, cc):
+        if later == "num_words":
+            tok.num_words = 3
+        elif later == "oov_token":
+            tok.oov_token = "<other>"
+        elif later == "set_word_index":
+            tok.word_index = {"a": 2, "b": 3, **({} if oov is None else {oov: 1})}
+        elif later == "fit_again":
+            tok.fit_on_texts(queries)
+        elif later == "fit_on_sequences":
+            tok.fit_on_sequences([[1, 2, 2], [3]])
+    if later != "oov_token":  # else Keras appends None (the new token's id) for unknown words
+        assert_same_outputs(py, cc, texts + queries)
+    assert cc.texts_to_sequences(texts + queries) == py.texts_to_sequences(texts + queries)
+    assert_same_vocabulary(py, cc)
+    assert all(n in vars(cc) for n in LAZY)
+    assert cc.to_json() == py.to_json()
+
+
+def test_pending_vocabulary_survives_copy_and_pickle():
+    import copy
+    import pickle
+
+    texts = ["The cat sat", "the dog, the cat!"]
+    py = Tokenizer(engine="python", oov_token="<OOV>")
+    py.fit_on_texts(texts)
+    for make in (lambda t: pickle.loads(pickle.dumps(t)), copy.deepcopy, copy.copy):
+        cc = Tokenizer(engine="cpp", oov_token="<OOV>")
+        cc.fit_on_texts(texts)
+        c2 = make(cc)
+        assert c2.texts_to_sequences(texts) == py.texts_to_sequences(texts)
+        assert_same_vocabulary(py, c2)
+        assert_same_vocabulary(py, cc)
+    del cc.word_counts  # a deleted attribute reads as Keras' empty value, as on a new Tokenizer
+    assert cc.word_counts == OrderedDict()
+
+
 def test_engine_option():
     assert Tokenizer()._cpp() is text._cpp_module()[0]  # auto: the C++ code when it is built
     assert Tokenizer(engine="python")._cpp() is None
@@ -230,6 +298,80 @@ def test_threads_give_identical_results():
     for o in out[1:]:
         assert o[0] == out[0][0] and o[1] == out[0][1]
         assert np.array_equal(o[2][0], out[0][2][0]) and np.array_equal(o[2][1], out[0][2][1])
+
+
+@pytest.mark.parametrize("ngrams, buckets", [(1, 2**20), (2, 7), (2, 2**20), (3, 2**25)])
+def test_id_lists_reference_counts(ngrams, buckets):
+    # The C++ code stores shared int objects into the lists' slots and raises each int's
+    # reference count once by the number of slots holding it: check those counts exactly
+    # (ids > 256 are not CPython's cached small ints), and that the lists behave as lists.
+    import gc
+
+    rng = np.random.default_rng(1)
+    vocab = ["w%d" % i for i in range(2000)]
+    texts = [" ".join(rng.choice(vocab, size=rng.integers(0, 40))) for _ in range(600)]
+    py, cc = both(ngrams=ngrams, buckets=buckets, oov_token="<OOV>", num_words=1500)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    out = cc.texts_to_sequences(texts)
+    assert out == py.texts_to_sequences(texts)
+    objs, uses = {}, {}  # by object identity
+    for seq in out:
+        for v in seq:
+            objs[id(v)] = v
+            uses[id(v)] = uses.get(id(v), 0) + 1
+    probe = [(objs[k], uses[k]) for k in objs if objs[k] > 256][:300]
+    del objs, uses, seq, v
+    assert len(probe) > 100
+    # Each int is referenced by its slots, its tuple in probe, and getrefcount's argument.
+    assert [sys.getrefcount(p[0]) for p in probe] == [n + 2 for _, n in probe]
+    del out
+    gc.collect()
+    assert [sys.getrefcount(p[0]) for p in probe] == [2] * len(probe)
+    out = cc.texts_to_sequences(texts)
+    out[0].append(out)  # an ordinary, GC-tracked list: the cycle is collected
+    del out
+    assert gc.collect() >= 1
+
+
+def test_count_order_around_2_16():
+    # The C++ count order: a counting sort below 2**16, a stable sort above; ties in
+    # first-seen order on both sides and at the boundary.
+    big = 2**16
+    texts = ["x y"] + ["b a c"] * (big - 1) + ["a c d e"] + ["c"] * 5 + ["e d b"] * 3 + ["f"] * (big + 2)
+    py, cc = both(oov_token="<OOV>")
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert list(cc.word_index.items()) == list(py.word_index.items())
+    assert list(cc.word_index) == ["<OOV>", "c", "b", "f", "a", "d", "e", "x", "y"]
+
+
+def test_ids_not_kept_for_a_large_fit(monkeypatch):
+    monkeypatch.setattr(text, "_FIT_CACHE_TOKENS", 2)  # the C++ fit keeps ids up to 16 characters
+    texts = ["the cat sat", "on the mat, the end"]
+    py, cc = both(oov_token="<OOV>", ngrams=2)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert cc._fit_cache is None
+    assert_same_outputs(py, cc, texts)
+    assert_same_vocabulary(py, cc)
+
+
+@pytest.mark.parametrize("texts", [["a" * 2_000_000], ["a b " * 300_000], ["x" * 300_000 + " y"] * 4, ["z" * 2**20]])
+def test_buffers_around_the_mapped_size(texts):
+    # Scratch and id buffers of 1 MiB and more are mapped from the kernel, smaller ones come
+    # from malloc; a buffer reserved large and trimmed small (one long token) or grown across
+    # that size must still be freed as what it is.
+    import gc
+
+    fastscale.set_num_threads(2)
+    py, cc = both(ngrams=2)
+    py.fit_on_texts(texts)
+    cc.fit_on_texts(texts)
+    assert list(cc.word_counts.items()) == list(py.word_counts.items())
+    assert cc.texts_to_sequences(texts) == py.texts_to_sequences(texts)
+    cc._fit_cache = None
+    gc.collect()
 
 
 def test_bad_encode_arguments_raise():

@@ -8,20 +8,34 @@
 // including U+03A3's final-sigma rule), or, when the interpreter's Unicode version differs
 // from the tables', by calling str.lower() on the non-ASCII texts before the GIL is
 // released; (3) every filter character and the (single-character) split character end a
-// token; empty tokens are dropped.  Tokens are kept as UTF-8 bytes with their 32-bit
-// FNV-1a hash, computed while the bytes are appended; that hash is also the n-gram hash.
+// token; empty tokens are dropped.  A text is lower-cased into UTF-8 bytes with separators
+// marked, split 64 bytes at a time, and its tokens looked up by a 64-bit hash of their bytes
+// (see "one text -> tokens").  The n-gram hash of a word, 32-bit FNV-1a of its UTF-8 bytes,
+// is computed once per distinct word at the end.
 //
 // fit: threads own contiguous ranges of texts, each with its own word table (words in
 // first-seen order, counts, documents); the tables are merged in range order, so the merged
 // first-seen order is Keras' (texts in order, words within a text in order) for any thread
 // count.  The per-token provisional ids are kept so that encoding the fitted texts again
 // needs no second pass over the text.
+//
+// encode: ids as arrays (all threads), or as Keras' lists of int: int objects shared per
+// id, the lists' slots stored by all threads (see "Lists of ints made fast").
 #include <omp.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -106,11 +120,15 @@ u32 sigma_lower(const C* s, i64 i, i64 n) {
 
 // ---------------------------------------------------------------- rules
 struct Rules {
-  short amap[128];        // ASCII: the (lower-cased) character, or -1 when it ends a token
-  short fast[128];        // amap, with -2 for '<' when it may start a line break
-  std::vector<u32> wide;  // sorted non-ASCII characters that end a token (filters, split)
+  short amap[128];          // ASCII: the (lower-cased) character, or -1 when it ends a token
+  unsigned char map8[128];  // amap as one byte: SEP for a separator
+  std::vector<u32> wide;    // sorted non-ASCII characters that end a token (filters, split)
   bool strip_html = true;
   bool lower_unicode = false;  // lower-case non-ASCII code points here (else: already done)
+  bool space_sep = true;       // ' ' ends a token (then a stripped line break is separators only)
+  bool lower = true;
+  bool avx2 = false;               // normalise ASCII 32 bytes at a time
+  unsigned char sep_nibble[16];  // bit h of [l]: the ASCII character 16 h + l ends a token
 };
 
 struct Text {
@@ -135,54 +153,142 @@ FS_INLINE u64 load8(const unsigned char* p) {
   return w;
 }
 
-// Hash of a token zero-padded to whole 8-byte words, 8 bytes at a time (the word table's
-// hash; the n-gram hash, FNV-1a, is computed once per distinct word at the end).  The
-// first 16 bytes are mixed without a data-dependent branch (bytes 8..15 masked off for a
-// short token: they may belong to the next one).
-FS_INLINE u32 word_hash(const unsigned char* p, u32 n) {
-  u64 h = (n + 1) * 0x9E3779B97F4A7C15ull;
-  h = (h ^ load8(p)) * 0xBF58476D1CE4E5B9ull;
-  h = (h ^ (h >> 31) ^ (load8(p + 8) & (u64{0} - (n > 8)))) * 0x94D049BB133111EBull;
-  for (u32 k = 16; k < n; k += 8) h = (h ^ (h >> 29) ^ load8(p + k)) * 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 32;
-  return static_cast<u32>(h);
+// ---------------------------------------------------------------- one text -> tokens
+// A text is tokenized in three passes over flat memory, each without a data-dependent
+// branch per character:
+//   1. normalise: the text's lower-cased UTF-8 with every separator byte replaced by SEP
+//      (0xFF, never part of UTF-8), into `lo`, followed by PAD bytes of SEP;
+//   2. split: 64 bytes at a time, the SEP bytes as a bit mask; the bits where a token starts
+//      and where it ends give the tokens;
+//   3. key: per token its first 16 bytes, the bytes past its end set to SEP (so a token of
+//      < 16 bytes is its key: no 0xFF inside a token), and a 64-bit hash of all its bytes.
+// The tokens then go to the word table, whose slots are prefetched a few tokens ahead.
+constexpr unsigned char SEP = 0xFF;
+constexpr i64 PAD = 64;
+constexpr u32 KEYW = 2;  // 8-byte words of a token's key (the word table keeps them in the slot)
+
+// Memory for the scratch and result arrays.  A large block (>= 1 MiB: the token ids, the
+// word tables) comes straight from the kernel (mmap) with huge pages requested: zero-filled
+// without a memset, a page fault per 2 MiB instead of per 4 KiB, grown in place (mremap),
+// and returned at once when freed.  Smaller blocks come from malloc.
+namespace mem {
+constexpr std::size_t BIG = std::size_t{1} << 20;
+inline bool big(std::size_t bytes) {
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)  // AddressSanitizer checks malloc's blocks only
+  return bytes >= BIG;
+#else
+  return false;
+#endif
+}
+inline void* alloc(std::size_t bytes, bool zero) {
+#ifdef __linux__
+  if (big(bytes)) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+  }
+#endif
+  void* p = zero ? std::calloc(bytes ? bytes : 1, 1) : std::malloc(bytes ? bytes : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+inline void release(void* p, std::size_t bytes) {
+  if (!p) return;
+#ifdef __linux__
+  if (big(bytes)) {
+    munmap(p, bytes);
+    return;
+  }
+#endif
+  std::free(p);
+}
+// A block of `bytes` resized to `want` bytes, its first `keep` bytes kept.  Whether a block
+// is mapped follows from its size (release), so mremap only keeps a big block big.
+inline void* grow(void* p, std::size_t bytes, std::size_t want, std::size_t keep) {
+#ifdef __linux__
+  if (p && big(bytes) && big(want)) {
+    void* q = mremap(p, bytes, want, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) throw std::bad_alloc();
+    madvise(q, want, MADV_HUGEPAGE);
+    return q;
+  }
+#endif
+  void* q = alloc(want, false);
+  if (keep) std::memcpy(q, p, keep);
+  release(p, bytes);
+  return q;
+}
+}  // namespace mem
+
+// Growable array of a trivially copyable type, not zero-filled (std::vector::resize is):
+// the scratch buffers are sized for the largest text and rewritten per text.
+template <class T>
+struct Buf {
+  T* p = nullptr;
+  std::size_t cap = 0;
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { mem::release(p, cap * sizeof(T)); }
+  // Room for n elements; the first `keep` are kept.
+  void reserve(std::size_t n, std::size_t keep = 0) {
+    if (n <= cap) return;
+    const std::size_t c = std::max<std::size_t>({n, 2 * cap, 64});
+    p = static_cast<T*>(mem::grow(p, cap * sizeof(T), c * sizeof(T), keep * sizeof(T)));
+    cap = c;
+  }
+  // Exactly n elements (the first min(n, cap) kept).
+  void resize_exact(std::size_t n) {
+    if (n == cap) return;
+    p = static_cast<T*>(mem::grow(p, cap * sizeof(T), n * sizeof(T), std::min(n, cap) * sizeof(T)));
+    cap = n;
+  }
+};
+
+// The first n elements of a Buf as a NumPy array that owns the memory.
+template <class T>
+py::array_t<T> buf_to_numpy(Buf<T>& b, std::size_t n) {
+  b.resize_exact(std::max<std::size_t>(n, 1));
+  struct Owner {
+    void* p;
+    std::size_t bytes;
+  };
+  auto* o = new Owner{b.p, b.cap * sizeof(T)};
+  b.p = nullptr;
+  b.cap = 0;
+  py::capsule owner(o, [](void* q) {
+    auto* w = static_cast<Owner*>(q);
+    mem::release(w->p, w->bytes);
+    delete w;
+  });
+  return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, static_cast<T*>(o->p),
+                        owner);
 }
 
-// One text's tokens: their UTF-8 bytes back to back, each zero-padded to whole 8-byte words
-// (the word table hashes and compares words), and per token its start, length and hash.
-// A whole text is tokenized before its words are looked up, so that the lookups can
-// prefetch the table a few tokens ahead.
-struct Tokens {
+struct Scratch {
+  Buf<unsigned char> lo;  // pass 1
+  i64 n = 0;              // bytes in lo before the padding
+  Buf<i64> starts, ends;  // pass 2
   struct Tok {
-    u64 start;
-    u32 len, hash;
+    u64 key[KEYW], hash;  // key: key_word 0..KEYW-1
+    i64 start;
+    u32 len;
   };
-  std::vector<unsigned char> v;
-  unsigned char* p = nullptr;
-  std::size_t n = 0, cap = 0, cur = 0;  // bytes used; start of the current token
-  std::vector<Tok> tv;                  // tokens tv[0:nt] (grown by hand: push is hot)
-  std::size_t nt = 0;
+  Buf<Tok> toks;  // pass 3
+  i64 nt = 0;
   bool surrogate = false;  // a lone surrogate was encoded (Python's str.encode would raise)
+};
 
-  void clear() { n = cur = nt = 0; }
-  const Tok* toks() const { return tv.data(); }
-  void reserve(std::size_t need) {  // room for `need` more bytes, plus 24 spare for padding
-    if (n + need <= cap) return;
-    v.resize(std::max<std::size_t>(1024, 2 * (n + need + 24)));
-    p = v.data();
-    cap = v.size() - 24;
-  }
+// Pass 1 for a text of any kind: the general code (Unicode lower case, wide separators,
+// a line break read as ' ').  Writes scratch.lo[0:n].
+struct Writer {
+  Buf<unsigned char>& b;
+  std::size_t n = 0;
+  bool surrogate = false;
   FS_INLINE void byte(unsigned char c) {
-    if (n >= cap) reserve(1);
-    p[n++] = c;
-  }
-  FS_INLINE void end_token() {
-    if (n == cur) return;
-    const u32 len = static_cast<u32>(n - cur);
-    std::memset(p + n, 0, 16);
-    if (nt == tv.size()) tv.resize(std::max<std::size_t>(256, 2 * nt));
-    tv[nt++] = Tok{cur, len, 0};  // hashed later: a load over bytes just stored one by one stalls
-    n = cur = cur + ((len + 7) & ~u32{7});
+    if (n >= b.cap) b.reserve(n + 1, n);
+    b.p[n++] = c;
   }
   FS_INLINE void cp(u32 c) {  // c >= 0x80
     if (c < 0x800) {
@@ -201,46 +307,18 @@ struct Tokens {
   }
 };
 
-// An ASCII text: its bytes are its code points and its UTF-8 at once.  The hot loop keeps
-// the output position in registers (stores through unsigned char* alias everything).
-void scan_ascii(const unsigned char* s, i64 n, const Rules& R, Tokens& T) {
-  T.reserve(4 * static_cast<std::size_t>(n) + 16);  // a 1-byte token per 2 bytes pads to 8
-  unsigned char* out = T.p;
-  std::size_t k = T.n, cur = T.cur;
-  for (i64 i = 0; i < n; ++i) {
-    short v = R.fast[s[i]];
-    if (__builtin_expect(v == -2, 0)) {  // '<' with strip_html: a line break reads as ' '
-      const i64 m = br_len(s, i, n);
-      v = m ? R.amap[' '] : R.amap['<'];
-      i += m ? m - 1 : 0;
-    }
-    // Branch-free append (a separator's byte is written and then overwritten): the only
-    // unpredictable branch left is the end of a token.
-    out[k] = static_cast<unsigned char>(v);
-    k += v >= 0;
-    if (v < 0 && k != cur) {
-      T.n = k;
-      T.end_token();
-      k = cur = T.n;
-    }
-  }
-  T.n = k;
-  T.end_token();
-}
-
-// Any text (1, 2 or 4 bytes per code point), with Unicode lower-casing.
 template <class C>
-void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T) {
-  // One (already lower-cased) code point: part of the token or a separator.
+void normalise_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Scratch& S) {
+  S.lo.reserve(static_cast<std::size_t>(n) * (sizeof(C) == 1 ? 2 : 3) + PAD);
+  Writer W{S.lo};
+  // One (already lower-cased) code point: its bytes, or SEP.
   auto feed = [&](u32 c) {
     if (c < 128) {
-      const short v = R.amap[c];
-      if (v < 0) T.end_token();
-      else T.byte(static_cast<unsigned char>(v));
+      W.byte(R.map8[c]);
     } else if (!R.wide.empty() && std::binary_search(R.wide.begin(), R.wide.end(), c)) {
-      T.end_token();
+      W.byte(SEP);
     } else {
-      T.cp(c);
+      W.cp(c);
     }
   };
   for (i64 i = 0; i < n; ++i) {
@@ -254,7 +332,7 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T
           continue;
         }
       }
-      feed(c);  // ASCII lower-casing is in the table
+      W.byte(R.map8[c]);  // ASCII lower-casing is in the table
     } else if (!R.lower_unicode) {
       feed(c);
     } else if (c == 0x3A3) {
@@ -265,129 +343,315 @@ void scan_text(const C* s, i64 n, const Rules& R, const LowerTable& L, Tokens& T
       for (int j = 0; j < k; ++j) feed(out[j]);
     }
   }
-  T.end_token();
+  S.n = static_cast<i64>(W.n);
+  S.surrogate |= W.surrogate;
 }
 
-FS_INLINE void scan(const Text& t, const Rules& R, const LowerTable& L, Tokens& T) {
-  T.clear();
-  switch (t.kind) {
-    case 0: scan_ascii(static_cast<const unsigned char*>(t.data), t.len, R, T); break;
-    case 1: scan_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, T); break;
-    case 2: scan_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, T); break;
-    default: scan_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, T); break;
+#if FS_X86
+// lo[0:n] = R.map8[s[0:n]] for ASCII s, 32 bytes at a time: 'A'-'Z' + 32 (when lowering),
+// then SEP where the (lower-cased) character is a separator, looked up in a 128-bit set by
+// its two nibbles (pshufb).
+FS_TARGET_AVX2 i64 map_ascii_avx2(const unsigned char* s, i64 n, const Rules& R, unsigned char* lo) {
+  const __m256i nib = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(R.sep_nibble)));
+  const __m256i bit = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                       1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i a1 = _mm256_set1_epi8('A' - 1), z1 = _mm256_set1_epi8('Z' + 1);
+  const __m256i case_bit = _mm256_set1_epi8(R.lower ? 0x20 : 0), low4 = _mm256_set1_epi8(0x0F);
+  const __m256i zero = _mm256_setzero_si256();
+  i64 i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
+    const __m256i upper = _mm256_and_si256(_mm256_cmpgt_epi8(v, a1), _mm256_cmpgt_epi8(z1, v));
+    v = _mm256_add_epi8(v, _mm256_and_si256(upper, case_bit));
+    const __m256i row = _mm256_shuffle_epi8(nib, _mm256_and_si256(v, low4));
+    const __m256i col = _mm256_shuffle_epi8(bit, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    const __m256i keep = _mm256_cmpeq_epi8(_mm256_and_si256(row, col), zero);  // 0xFF: not a separator
+    v = _mm256_or_si256(v, _mm256_xor_si256(keep, _mm256_set1_epi8(-1)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), v);
   }
+  return i;
+}
+#endif
+
+// Pass 1 for an ASCII text: its bytes are its code points and its UTF-8 at once, so the
+// lower case and the separators are a table lookup per byte (vectorised with AVX2); line
+// breaks (rare) are found afterwards with memchr and overwritten with SEP.
+void normalise_ascii(const unsigned char* s, i64 n, const Rules& R, Scratch& S) {
+  S.lo.reserve(static_cast<std::size_t>(n) + PAD);
+  unsigned char* FS_RESTRICT lo = S.lo.p;
+  const unsigned char* FS_RESTRICT map = R.map8;
+  i64 i = 0;
+#if FS_X86
+  if (R.avx2) i = map_ascii_avx2(s, n, R, lo);
+#endif
+  for (; i < n; ++i) lo[i] = map[s[i]];
+  if (R.strip_html) {
+    const unsigned char* q = s;
+    while ((q = static_cast<const unsigned char*>(std::memchr(q, '<', static_cast<std::size_t>(s + n - q))))) {
+      const i64 i = q - s, m = br_len(s, i, n);
+      if (m) std::memset(lo + i, SEP, static_cast<std::size_t>(m));  // one ' ', a separator (R.space_sep)
+      q += m ? m : 1;
+    }
+  }
+  S.n = n;
+}
+
+// Bit k of the result: p[k] == SEP, for k < 64.
+FS_INLINE u64 sep_mask64(const unsigned char* p) {
+#if FS_X86
+  const __m128i ff = _mm_set1_epi8(static_cast<char>(SEP));
+  const u64 m0 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), ff)));
+  const u64 m1 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)), ff)));
+  const u64 m2 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32)), ff)));
+  const u64 m3 = static_cast<u32>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 48)), ff)));
+  return m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+#else
+  u64 m = 0;
+  for (int k = 0; k < 64; ++k) m |= static_cast<u64>(p[k] == SEP) << k;
+  return m;
+#endif
+}
+
+// The positions of the set bits of m, plus base, appended at out (which has room for 64 more).
+FS_INLINE i64* put_bits(u64 m, i64 base, i64* out) {
+  while (m) {
+    *out++ = base + __builtin_ctzll(m);
+    m &= m - 1;
+  }
+  return out;
+}
+
+
+// Word k (k < KEYW) of a token's key: its bytes 8k..8k+7 with those past its end set to SEP.
+// p must be readable up to 8 (k + 1) bytes (a token in lo: PAD bytes follow it).
+FS_INLINE u64 key_word(const unsigned char* p, u32 n, u32 k) {
+  const u32 own = n > 8 * k ? std::min<u32>(n - 8 * k, 8) : 0;  // bytes of the token in this word
+  const u64 pad = own == 8 ? 0 : ~u64{0} << (8 * own);        // branch-free (cmov)
+  return load8(p + 8 * k) | pad;
+}
+// The same for a word whose bytes may end (SEP-padded to a multiple of 8) at p + n.
+FS_INLINE u64 key_word_stored(const unsigned char* p, u32 n, u32 k) {
+  return 8 * k < n ? key_word(p, n, k) : ~u64{0};
+}
+
+// 64-bit hash of a token from its key words and, past 8 KEYW bytes, its other bytes.
+FS_INLINE u64 word_hash(const unsigned char* p, u32 n, const u64* key) {
+  u64 h = key[0] * 0x9E3779B97F4A7C15ull;
+  h = (h ^ (h >> 29) ^ key[1]) * 0xBF58476D1CE4E5B9ull;
+  for (u32 k = 8 * KEYW; k < n; k += 8) {
+    u64 w = load8(p + k);
+    if (n - k < 8) w |= ~u64{0} << (8 * (n - k));
+    h = (h ^ (h >> 29) ^ w) * 0xBF58476D1CE4E5B9ull;
+  }
+  h ^= h >> 32;
+  return h * 0x94D049BB133111EBull;
+}
+
+// Passes 2 and 3 over lo[0:n] (followed by PAD bytes of SEP).
+void split_and_key(Scratch& S) {
+  const i64 n = S.n;
+  S.lo.reserve(static_cast<std::size_t>(n + PAD), static_cast<std::size_t>(n));
+  std::memset(S.lo.p + n, SEP, PAD);
+  const unsigned char* lo = S.lo.p;
+  // A token is at most every other byte: n / 2 + 1 starts, + 64 for put_bits' slack.
+  const std::size_t most = static_cast<std::size_t>(n / 2 + 1 + 64);
+  S.starts.reserve(most);
+  S.ends.reserve(most);
+  i64 *st = S.starts.p, *en = S.ends.p;
+  u64 prev_tok = 0;  // whether the byte before the block is in a token (bit 0)
+  // Blocks up to and including the one holding lo[n] (a SEP): every token ends in them.
+  for (i64 b = 0; b <= n; b += 64) {
+    const u64 tok = ~sep_mask64(lo + b);
+    const u64 before = (tok << 1) | prev_tok;  // bit k: byte k-1 is in a token
+    st = put_bits(tok & ~before, b, st);
+    en = put_bits(~tok & before, b, en);
+    prev_tok = tok >> 63;
+  }
+  const i64 nt = st - S.starts.p;
+  S.toks.reserve(static_cast<std::size_t>(nt));
+  Scratch::Tok* tk = S.toks.p;
+  const i64* e = S.ends.p;
+  for (i64 j = 0; j < nt; ++j) {
+    const i64 a = S.starts.p[j];
+    if (e[j] - a > static_cast<i64>(UINT32_MAX)) throw std::length_error("tokenizer_fit: a token of 2**32 bytes or more");
+    const u32 len = static_cast<u32>(e[j] - a);
+    const unsigned char* p = lo + a;
+    Scratch::Tok& t = tk[j];
+    for (u32 k = 0; k < KEYW; ++k) t.key[k] = key_word(p, len, k);
+    t.hash = word_hash(p, len, t.key);
+    t.start = a;
+    t.len = len;
+  }
+  S.nt = nt;
+}
+
+FS_INLINE void tokenize(const Text& t, const Rules& R, const LowerTable& L, Scratch& S) {
+  switch (t.kind) {
+    case 0:
+      if (!R.strip_html || R.space_sep) normalise_ascii(static_cast<const unsigned char*>(t.data), t.len, R, S);
+      else normalise_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, S);
+      break;
+    case 1: normalise_text(static_cast<const std::uint8_t*>(t.data), t.len, R, L, S); break;
+    case 2: normalise_text(static_cast<const std::uint16_t*>(t.data), t.len, R, L, S); break;
+    default: normalise_text(static_cast<const std::uint32_t*>(t.data), t.len, R, L, S); break;
+  }
+  split_and_key(S);
 }
 
 // ---------------------------------------------------------------- word table
-// UTF-8 bytes -> dense id in first-insert order, with the word's count, documents, and the
-// last text that counted it.  Open addressing (linear probing, <= 1/2 full); one 64-byte
-// entry per word keeps its first 24 bytes, so a lookup of a word of <= 24 bytes touches a
-// slot and an entry and nothing else.
+// UTF-8 bytes -> dense id in first-insert order, with the word's count, documents and the
+// last text that counted it.  Open addressing (linear probing, <= 1/2 full), 32-byte slots.
+// A slot holds the word's first 16 bytes (SEP-padded: a word of < 16 bytes is its key)
+// and its stats, so a word of <= 16 bytes (nearly all) is found and counted by touching its
+// slot alone; a longer one is flagged and also compares its length and other bytes.
+// Counts and documents are 32-bit in the slot; a wrap adds 2**32 to the word's 64-bit
+// overflow (`high`), which a fit of fewer than 2**32 tokens never touches.
 struct WordTable {
+  static constexpr u32 LONG = 0x80000000u;
   struct Slot {
-    u32 hash, id1;  // id1 = id + 1; 0 = empty
+    u64 key[KEYW];
+    u32 id1;  // id + 1 (0 = empty), | LONG for a word of more than 8 KEYW bytes
+    u32 count, docs, last;  // last: 1 + the index (in its part) of the last text that counted it
   };
-  struct alignas(64) Entry {
-    u64 pre[3];  // the first 24 bytes, zero-padded
-    u32 len, hash;
-    u64 start;  // offset in `bytes`
-    i64 count, docs, last;
-  };
-  std::vector<Slot> slots;
+  Slot* slots = nullptr;  // nslots zero-initialised slots (mem::alloc)
+  std::size_t nslots = 0;
   int shift = 0;
-  std::vector<Entry> e;
-  std::vector<unsigned char> bytes;  // every word's bytes, back to back
+  std::vector<u32> where, len;       // per id: its slot, its length
+  std::vector<u64> start, hash;      // per id: offset of its bytes in `bytes`, its hash
+  std::vector<unsigned char> bytes;  // every word's bytes, each SEP-padded to a multiple of 8
+  std::vector<std::pair<u32, u64>> high;  // (id, 2**32 per wrap of count) / docs: (id | LONG, ...)
 
   WordTable() { rehash(1 << 12); }
-  u32 size() const { return static_cast<u32>(e.size()); }
-  FS_INLINE std::size_t slot_of(u32 h) const { return (h * 0x9E3779B1u) >> shift; }
+  ~WordTable() { mem::release(slots, nslots * sizeof(Slot)); }
+  WordTable(const WordTable&) = delete;
+  WordTable& operator=(const WordTable&) = delete;
+  u32 size() const { return static_cast<u32>(where.size()); }
+  const Slot& of(u32 id) const { return slots[where[id]]; }
+  FS_INLINE std::size_t slot_of(u64 h) const { return static_cast<std::size_t>(h >> shift); }
   void rehash(std::size_t cap) {
-    slots.assign(cap, Slot{0, 0});
-    shift = 32 - __builtin_ctzll(cap);
+    Slot* old = slots;
+    const std::size_t nold = nslots;
+    slots = static_cast<Slot*>(mem::alloc(cap * sizeof(Slot), true));
+    nslots = cap;
+    shift = 64 - __builtin_ctzll(cap);
     const std::size_t mask = cap - 1;
     for (u32 id = 0; id < size(); ++id) {
-      std::size_t k = slot_of(e[id].hash);
+      std::size_t k = slot_of(hash[id]);
       while (slots[k].id1) k = (k + 1) & mask;
-      slots[k] = Slot{e[id].hash, id + 1};
+      slots[k] = old[where[id]];
+      where[id] = static_cast<u32>(k);
     }
+    mem::release(old, nold * sizeof(Slot));
   }
-  FS_INLINE bool same(const Entry& x, const unsigned char* p, u32 n) const {
-    if (x.len != n) return false;
-    const u32 m = n < 24 ? n : 24;
-    for (u32 k = 0; k < m; k += 8)
-      if (x.pre[k / 8] != load8(p + k)) return false;
-    return n <= 24 || std::memcmp(bytes.data() + x.start + 24, p + 24, n - 24) == 0;
+  FS_INLINE void prefetch(u64 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
+  // Word `id` is p[0:n], given equal keys (p readable up to a multiple of 8 past n).
+  FS_INLINE bool same_long(u32 id, const unsigned char* p, u32 n) const {
+    if (len[id] != n) return false;
+    const unsigned char* q = bytes.data() + start[id];
+    for (u32 k = 8 * KEYW; k < n; k += 8) {
+      u64 w = load8(p + k);
+      if (n - k < 8) w |= ~u64{0} << (8 * (n - k));
+      if (w != load8(q + k)) return false;
+    }
+    return true;
   }
-  FS_INLINE void prefetch_slot(u32 h) const { __builtin_prefetch(&slots[slot_of(h)]); }
-  // The entry the word with hash h most likely has (its slot was prefetched earlier).
-  FS_INLINE void prefetch_entry(u32 h) const {
-    const Slot sl = slots[slot_of(h)];
-    if (sl.id1) __builtin_prefetch(&e[sl.id1 - 1]);
-  }
-  // The id of the word p[0:n] (zero-padded to a multiple of 8), inserting it if new.
-  FS_INLINE u32 get_or_add(const unsigned char* p, u32 n, u32 h) {
-    const std::size_t mask = slots.size() - 1;
+  // The slot of the word p[0:n] with this key (key_word 0..KEYW-1) and hash if present, else
+  // the empty slot where it would go.
+  FS_INLINE std::size_t find(const unsigned char* p, u32 n, const u64* key, u64 h) const {
+    const std::size_t mask = nslots - 1;
+    const u32 lng = n > 8 * KEYW ? LONG : 0;
     std::size_t k = slot_of(h);
     for (;;) {
-      const Slot sl = slots[k];
-      if (!sl.id1) break;
-      if (sl.hash == h && same(e[sl.id1 - 1], p, n)) return sl.id1 - 1;
+      const Slot& sl = slots[k];
+      if (!sl.id1) return k;
+      if (((sl.key[0] ^ key[0]) | (sl.key[1] ^ key[1]) | ((sl.id1 & LONG) ^ lng)) == 0 &&
+          (!lng || same_long((sl.id1 & ~LONG) - 1, p, n)))
+        return k;
       k = (k + 1) & mask;
     }
+  }
+  // The slot of the word, inserting it if new.
+  FS_INLINE Slot& get_or_add(const unsigned char* p, u32 n, const u64* key, u64 h) {
+    const std::size_t k = find(p, n, key, h);
+    return slots[k].id1 ? slots[k] : add(k, p, n, key, h);
+  }
+  // Room for `more` words without a rehash.
+  void reserve_more(std::size_t more) {
+    std::size_t cap = nslots;
+    while (2 * (size() + more) > cap) cap *= 2;
+    if (cap != nslots) rehash(cap);
+  }
+  Slot& add(std::size_t k, const unsigned char* p, u32 n, const u64* key, u64 h) {
+    if (size() >= static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
     const u32 id = size();
-    slots[k] = Slot{h, id + 1};
-    Entry x{};
-    for (u32 j = 0; j < n && j < 24; j += 8) x.pre[j / 8] = load8(p + j);
-    x.len = n;
-    x.hash = h;
-    x.start = bytes.size();
-    x.last = -1;
-    e.push_back(x);
+    slots[k] = Slot{{key[0], key[1]}, (id + 1) | (n > 8 * KEYW ? LONG : 0), 0, 0, 0};
+    where.push_back(static_cast<u32>(k));
+    len.push_back(n);
+    start.push_back(bytes.size());
+    hash.push_back(h);
     bytes.insert(bytes.end(), p, p + n);
-    if (2 * (static_cast<std::size_t>(id) + 1) > slots.size()) rehash(slots.size() * 2);
-    return id;
+    bytes.resize(bytes.size() + (8 - n % 8) % 8, SEP);
+    if (2 * (static_cast<std::size_t>(id) + 1) > nslots) rehash(nslots * 2);
+    return slots[where[id]];
+  }
+  static u32 id_of(const Slot& sl) { return (sl.id1 & ~LONG) - 1; }
+  // One more occurrence of the word in slot x, in text tb.
+  FS_INLINE void count(Slot& x, u32 tb) {
+    if (__builtin_expect(++x.count == 0, 0)) high.emplace_back(id_of(x), u64{1} << 32);
+    const u32 seen = x.last != tb;  // each text counts once per word (branch-free)
+    x.docs += seen;
+    x.last = tb;
+    if (__builtin_expect(seen & (x.docs == 0), 0)) high.emplace_back(id_of(x) | LONG, u64{1} << 32);
+  }
+  // Per id: count and documents, 64-bit.
+  void totals(std::vector<i64>& counts, std::vector<i64>& docs) const {
+    counts.resize(size());
+    docs.resize(size());
+    for (u32 id = 0; id < size(); ++id) {
+      counts[id] = of(id).count;
+      docs[id] = of(id).docs;
+    }
+    for (const auto& e : high) (e.first & LONG ? docs[e.first & ~LONG] : counts[e.first]) += static_cast<i64>(e.second);
   }
 };
 
 // One thread's share of a fit: a contiguous range of texts.
 struct Part {
   WordTable words;
-  std::vector<i32> ids;  // per token, the id in `words` (kept only when asked for)
+  Buf<i32> ids;  // per token, the id in `words` (kept only when asked for)
   i64 ntok = 0;
   bool surrogate = false;
 };
 
 void fit_part(const Text* texts, i64 b0, i64 b1, const Rules& R, const LowerTable& L, bool keep_ids, i64* lens,
               Part& P) {
-  Tokens T;
+  Scratch S;
   WordTable& W = P.words;
+  if (keep_ids) {  // about 5.5 characters a token in English: rarely grown
+    i64 chars = 0;
+    for (i64 b = b0; b < b1; ++b) chars += texts[b].len;
+    P.ids.reserve(static_cast<std::size_t>(chars / 4 + 64));
+  }
   for (i64 b = b0; b < b1; ++b) {
-    scan(texts[b], R, L, T);
-    const i64 nt = static_cast<i64>(T.nt);
-    Tokens::Tok* tk = T.tv.data();
-    for (i64 j = 0; j < nt; ++j) tk[j].hash = word_hash(T.p + tk[j].start, tk[j].len);
+    tokenize(texts[b], R, L, S);
+    const i64 nt = S.nt;
+    const Scratch::Tok* tk = S.toks.p;
     i32* ids = nullptr;
     if (keep_ids) {
-      P.ids.resize(P.ids.size() + nt);
-      ids = P.ids.data() + P.ids.size() - nt;
+      P.ids.reserve(static_cast<std::size_t>(P.ntok + nt), static_cast<std::size_t>(P.ntok));
+      ids = P.ids.p + P.ntok;
     }
+    const u32 tb = static_cast<u32>(b - b0 + 1);
     for (i64 j = 0; j < nt; ++j) {
-      // Table memory a few tokens ahead: the slot, then (once it has arrived) the entry.
-      if (j + 8 < nt) W.prefetch_slot(tk[j + 8].hash);
-      if (j + 4 < nt) W.prefetch_entry(tk[j + 4].hash);
-      const u32 id = W.get_or_add(T.p + tk[j].start, tk[j].len, tk[j].hash);
-      WordTable::Entry& x = W.e[id];
-      ++x.count;
-      if (x.last != b) {  // each text counts once per word
-        x.last = b;
-        ++x.docs;
-      }
-      if (ids) ids[j] = static_cast<i32>(id);
+      if (j + 12 < nt) W.prefetch(tk[j + 12].hash);  // table memory a few tokens ahead
+      WordTable::Slot& x = W.get_or_add(S.lo.p + tk[j].start, tk[j].len, tk[j].key, tk[j].hash);
+      W.count(x, tb);
+      if (ids) ids[j] = static_cast<i32>(WordTable::id_of(x));
     }
     lens[b] = nt;
     P.ntok += nt;
   }
-  P.surrogate = T.surrogate;
+  P.surrogate = S.surrogate;
 }
 
 template <class T>
@@ -422,8 +686,15 @@ Rules make_rules(bool lower, bool strip_html, const std::u32string& split_filter
     const bool sep = split_filters.find(static_cast<char32_t>(l)) != std::u32string::npos;
     R.amap[c] = static_cast<short>(sep ? -1 : l);
   }
-  std::copy(R.amap, R.amap + 128, R.fast);
-  if (strip_html) R.fast['<'] = -2;
+  for (int c = 0; c < 128; ++c) R.map8[c] = R.amap[c] < 0 ? SEP : static_cast<unsigned char>(R.amap[c]);
+  R.space_sep = R.amap[' '] < 0;
+  R.lower = lower;
+  R.avx2 = active_isa() != Isa::scalar;
+  for (int l = 0; l < 16; ++l) {
+    R.sep_nibble[l] = 0;
+    for (int h = 0; h < 8; ++h)
+      if (split_filters.find(static_cast<char32_t>(16 * h + l)) != std::u32string::npos) R.sep_nibble[l] |= 1 << h;
+  }
   for (char32_t c : split_filters)
     if (c >= 128) R.wide.push_back(static_cast<u32>(c));
   std::sort(R.wide.begin(), R.wide.end());
@@ -441,28 +712,57 @@ std::u32string code_points(const py::str& s) {
   return out;
 }
 
-// Multithreaded region bodies must not throw: a failed allocation is recorded and rethrown.
+// Multithreaded region bodies must not throw: the first exception is recorded and rethrown.
 struct Failure {
-  std::atomic<bool> bad{false};
+  std::mutex m;
+  std::exception_ptr first;
   template <class F>
   void run(F&& f) {
     try {
       f();
     } catch (...) {
-      bad.store(true);
+      std::lock_guard<std::mutex> lock(m);
+      if (!first) first = std::current_exception();
     }
   }
   void check() {
-    if (bad.load()) throw std::bad_alloc();
+    if (first) std::rethrow_exception(first);
   }
 };
 
+// Word ids by descending count, ties by id (Keras' stable sort of the first-seen order):
+// counts below 2**16 (nearly all words) by a counting sort, the others sorted first.
+std::vector<i64> count_order(const std::vector<i64>& counts) {
+  constexpr i64 SMALL = i64{1} << 16;
+  const i64 V = static_cast<i64>(counts.size());
+  std::vector<i64> order;
+  order.reserve(V);
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] >= SMALL) order.push_back(g);
+  std::stable_sort(order.begin(), order.end(), [&](i64 a, i64 b) { return counts[a] > counts[b]; });
+  std::vector<i64> pos(SMALL + 1, 0);  // then: where the next word of count c goes
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] < SMALL) ++pos[counts[g]];
+  i64 at = static_cast<i64>(order.size());
+  for (i64 c = SMALL - 1; c >= 0; --c) {
+    const i64 n = pos[c];
+    pos[c] = at;
+    at += n;
+  }
+  order.resize(V);
+  for (i64 g = 0; g < V; ++g)
+    if (counts[g] < SMALL) order[pos[counts[g]]++] = g;
+  return order;
+}
+
 py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::str split, py::str filters,
-                         bool lower_unicode, bool keep_ids, i64 parallel_min_chars) {
+                         bool lower_unicode, bool keep_ids, i64 parallel_min_chars, i64 keep_max_chars) {
   // A tuple holds a reference to every text while the GIL is released.
   py::tuple texts = py::reinterpret_steal<py::tuple>(PySequence_Tuple(texts_obj.ptr()));
   if (!texts) throw py::error_already_set();
   const i64 B = static_cast<i64>(texts.size());
+  // A word table keeps "the last text that counted the word" as a 32-bit index in its part.
+  if (B >= static_cast<i64>(UINT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**32 - 2 texts in one call");
   std::vector<py::object> lowered;  // str.lower() of non-ASCII texts when the tables do not apply
   std::vector<Text> refs(B);
   for (i64 b = 0; b < B; ++b) {
@@ -481,48 +781,90 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
   const LowerTable& L = lower_table();
 
   std::vector<i64> offsets(B + 1, 0);
-  std::vector<i32> prov;
+  i64 ntok = 0;
   std::vector<i64> counts, docs;
+  std::vector<u32> appended;  // the last part's words after part 0's table's: their ids there
   std::vector<std::unique_ptr<Part>> parts;
   bool surrogate = false;
   {
     py::gil_scoped_release nogil;
     i64 chars = 0;
     for (const Text& t : refs) chars += t.len;
-    // Small inputs on one thread (a parallel region costs more than they do).
-    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise 4
-    // ranges per thread, taken dynamically: a thread that the OS delays (the machine is
-    // shared) holds up less; merging 4x as many tables costs a few ms.
+    keep_ids = keep_ids && (keep_max_chars < 0 || chars <= keep_max_chars);
+    // Small inputs on one thread (a parallel region costs more than they do).  Otherwise one
+    // range per thread: each more range is one more table to build and merge (measured on
+    // IMDB with 2 threads on a shared machine: 2 ranges beat 4 taken dynamically).
     const int nthreads = chars < parallel_min_chars ? 1 : std::max(1, get_num_threads());
-    const int nparts = nthreads == 1 ? 1 : 4 * nthreads;
+    const int nparts = nthreads;
     const std::vector<i64> bounds = split_ranges(refs, nparts);
     for (int p = 0; p < nparts; ++p) parts.emplace_back(new Part());
     Failure fail;
     i64* lens = offsets.data() + 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(static, 1) num_threads(nthreads) if (nthreads > 1)
     for (int p = 0; p < nparts; ++p)
       fail.run([&] { fit_part(refs.data(), bounds[p], bounds[p + 1], R, L, keep_ids, lens, *parts[p]); });
     fail.check();
 
     // Merge in range order: part 0's table is the start, later parts append their new words
-    // in their own first-seen order.
+    // in their own first-seen order.  First every thread looks words up in part 0's table
+    // (read-only); then the words it lacks are added, in order.
     std::vector<std::vector<i32>> remap(nparts);
     WordTable& G = parts[0]->words;
-    std::vector<unsigned char> key;
+    G.totals(counts, docs);
+    std::vector<std::vector<u64>> keys(nparts);  // per word of part p: its key words
     for (int p = 1; p < nparts; ++p) {
       WordTable& W = parts[p]->words;
-      remap[p].resize(W.size());
-      for (u32 l = 0; l < W.size(); ++l) {
-        const WordTable::Entry& x = W.e[l];
-        key.assign(W.bytes.data() + x.start, W.bytes.data() + x.start + x.len);
-        key.resize(x.len + 16, 0);
-        const u32 g = G.get_or_add(key.data(), x.len, x.hash);
-        G.e[g].count += x.count;
-        G.e[g].docs += x.docs;
-        remap[p][l] = static_cast<i32>(g);
+      const i64 nw = W.size();
+      remap[p].resize(nw);
+      keys[p].resize(static_cast<std::size_t>(nw) * KEYW);
+      i32* r = remap[p].data();
+      u64* kk = keys[p].data();
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nw > 4096)
+      for (i64 l = 0; l < nw; ++l) {
+        if (l + 16 < nw) G.prefetch(W.hash[l + 16]);  // G is large: its slots a few words ahead
+        const unsigned char* w = W.bytes.data() + W.start[l];
+        const u32 n = W.len[l];
+        for (u32 k = 0; k < KEYW; ++k) kk[l * KEYW + k] = key_word_stored(w, n, k);
+        const WordTable::Slot& sl = G.slots[G.find(w, n, kk + l * KEYW, W.hash[l])];
+        r[l] = sl.id1 ? static_cast<i32>(WordTable::id_of(sl)) : -1;
       }
     }
-    if (G.size() > static_cast<u32>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
+    // A part's new words go into part 0's table when a later part may have them too; the
+    // last part's are only appended (ids counts.size()..., their bytes left in their part).
+    std::vector<i64> pc, pd;
+    for (int p = 1; p < nparts; ++p) {
+      WordTable& W = parts[p]->words;
+      W.totals(pc, pd);
+      i32* r = remap[p].data();
+      const bool last = p == nparts - 1;
+      if (!last) {
+        std::size_t more = 0;
+        for (u32 l = 0; l < W.size(); ++l) more += r[l] < 0;
+        G.reserve_more(more);
+      }
+      for (u32 l = 0; l < W.size(); ++l) {
+        if (r[l] < 0) {  // absent from part 0's table; maybe added by an earlier part
+          const u64* key = keys[p].data() + std::size_t{l} * KEYW;
+          std::size_t k = 0;
+          if (last && p > 1) k = G.find(W.bytes.data() + W.start[l], W.len[l], key, W.hash[l]);
+          if (last && p > 1 && G.slots[k].id1) {
+            r[l] = static_cast<i32>(WordTable::id_of(G.slots[k]));
+          } else if (last) {
+            r[l] = static_cast<i32>(counts.size());
+            appended.push_back(l);
+          } else {
+            r[l] = static_cast<i32>(WordTable::id_of(G.get_or_add(W.bytes.data() + W.start[l], W.len[l], key, W.hash[l])));
+          }
+        }
+        const u32 g = static_cast<u32>(r[l]);
+        if (g == counts.size()) {
+          counts.push_back(0);
+          docs.push_back(0);
+        }
+        counts[g] += pc[l];
+        docs[g] += pd[l];
+      }
+    }
     std::vector<i64> tok0(nparts + 1, 0);
     for (int p = 0; p < nparts; ++p) {
       tok0[p + 1] = tok0[p] + parts[p]->ntok;
@@ -530,40 +872,50 @@ py::object tokenizer_fit(py::object texts_obj, bool lower, bool strip_html, py::
     }
     for (i64 b = 0; b < B; ++b) offsets[b + 1] += offsets[b];
     if (keep_ids) {
-      prov.resize(tok0[nparts]);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
-      for (int p = 0; p < nparts; ++p) {
-        const std::vector<i32>& ids = parts[p]->ids;
-        i32* out = prov.data() + tok0[p];
-        if (p == 0) std::copy(ids.begin(), ids.end(), out);
-        else
-          for (std::size_t k = 0; k < ids.size(); ++k) out[k] = remap[p][ids[k]];
+      // Part 0's ids, grown in place, take the others' after them (mapped to merged ids).
+      Buf<i32>& prov = parts[0]->ids;
+      prov.reserve(static_cast<std::size_t>(tok0[nparts]), static_cast<std::size_t>(tok0[1]));
+      for (int p = 1; p < nparts; ++p) {
+        const i32* ids = parts[p]->ids.p;
+        const i32* map = remap[p].data();
+        i32* out = prov.p + tok0[p];
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (i64 k = 0; k < parts[p]->ntok; ++k) out[k] = map[ids[k]];
       }
+      ntok = tok0[nparts];
     }
   }
   WordTable& G = parts[0]->words;
-  const u32 V = G.size();
+  const u32 V = static_cast<u32>(counts.size());
+  if (counts.size() > static_cast<std::size_t>(INT32_MAX)) throw std::length_error("tokenizer_fit: more than 2**31 distinct words");
   py::list words(V);
   std::vector<u64> whash(V);
-  counts.resize(V);
-  docs.resize(V);
   for (u32 g = 0; g < V; ++g) {
-    const WordTable::Entry& x = G.e[g];
-    const char* b = reinterpret_cast<const char*>(G.bytes.data() + x.start);
+    const WordTable& T = g < G.size() ? G : parts.back()->words;
+    const u32 l = g < G.size() ? g : appended[g - G.size()];
+    const char* b = reinterpret_cast<const char*>(T.bytes.data() + T.start[l]);
+    const u32 n = T.len[l];
     // surrogatepass: a lone surrogate in a text comes back as itself, as Python's split keeps it.
-    PyObject* w = PyUnicode_DecodeUTF8(b, x.len, "surrogatepass");
+    PyObject* w = PyUnicode_DecodeUTF8(b, n, "surrogatepass");
     if (!w) throw py::error_already_set();
     PyList_SET_ITEM(words.ptr(), g, w);
     u32 h = FNV_OFFSET;  // the n-gram hash of a word: 32-bit FNV-1a of its UTF-8 bytes
-    for (u32 k = 0; k < x.len; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
+    for (u32 k = 0; k < n; ++k) h = (h ^ static_cast<unsigned char>(b[k])) * FNV_PRIME;
     whash[g] = h;
-    counts[g] = x.count;
-    docs[g] = x.docs;
   }
-  parts.clear();
-  py::object prov_out = keep_ids ? py::object(to_numpy(std::move(prov))) : py::object(py::none());
+  py::object prov_out = keep_ids ? py::object(buf_to_numpy(parts[0]->ids, static_cast<std::size_t>(ntok)))
+                                 : py::object(py::none());
+  {
+    py::gil_scoped_release nogil;  // unmapping the tables takes a moment
+    parts.clear();
+  }
+  std::vector<i64> order;
+  {
+    py::gil_scoped_release nogil;
+    order = count_order(counts);
+  }
   return py::make_tuple(words, to_numpy(std::move(counts)), to_numpy(std::move(docs)), to_numpy(std::move(whash)),
-                        prov_out, to_numpy(std::move(offsets)), surrogate);
+                        prov_out, to_numpy(std::move(offsets)), surrogate, to_numpy(std::move(order)));
 }
 
 // ---------------------------------------------------------------- encoding
@@ -578,12 +930,17 @@ struct Encoding {
   const u64* wh;  // per word; used when ngrams > 1
   int ngrams;
   u64 buckets;
+  bool pow2;  // buckets is a power of two: h % buckets is a mask
   i64 vocab;
+  bool drops;  // some final id is < 0
 
   FS_INLINE i64 count(i64 b) const {
-    i64 c = 0;
     const i64 len = off[b + 1] - off[b];
-    for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[prov[j]] >= 0;
+    i64 c = len;
+    if (drops) {
+      c = 0;
+      for (i64 j = off[b]; j < off[b + 1]; ++j) c += fin[prov[j]] >= 0;
+    }
     for (int k = 1; k < ngrams; ++k) c += std::max<i64>(len - k, 0);
     return c;
   }
@@ -600,7 +957,7 @@ struct Encoding {
         u64 h = wh[p[j]];
         for (int k = 1; k < ngrams && j + k < len; ++k) {
           h = h * NGRAM_MULT + wh[p[j + k]];
-          put(vocab + static_cast<i64>(h % buckets));
+          put(vocab + static_cast<i64>(pow2 ? h & (buckets - 1) : h % buckets));
         }
       }
     }
@@ -642,6 +999,148 @@ struct IntCache {
   }
 };
 
+#ifndef Py_GIL_DISABLED
+// Lists of ints made fast.  Every int object is shared by all the slots holding its value;
+// the lists' item slots are filled by all threads (plain pointer stores with the GIL held:
+// no Python code runs, and the lists are reachable from nowhere yet), each thread counting
+// the references it stored; each int's reference count is then raised by its total, once.
+
+// B empty lists with room for out_off[b+1] - out_off[b] items each (allocated as PyList_New
+// would, not zero-filled); their size stays 0 until set_sizes, so that a failure before
+// frees them without reading a slot.
+py::list new_lists(i64 B, const std::vector<i64>& out_off, std::vector<PyObject**>& items) {
+  py::list out(B);
+  items.resize(static_cast<std::size_t>(B));
+  for (i64 b = 0; b < B; ++b) {
+    const i64 n = out_off[b + 1] - out_off[b];
+    PyObject* l = PyList_New(0);
+    if (!l) throw py::error_already_set();
+    PyList_SET_ITEM(out.ptr(), b, l);
+    if (n) {
+      PyObject** it = static_cast<PyObject**>(PyMem_Malloc(static_cast<std::size_t>(n) * sizeof(PyObject*)));
+      if (!it) throw std::bad_alloc();
+      auto* lo = reinterpret_cast<PyListObject*>(l);
+      lo->ob_item = it;
+      lo->allocated = n;
+    }
+    items[b] = reinterpret_cast<PyListObject*>(l)->ob_item;
+  }
+  return out;
+}
+void set_sizes(py::list& out, i64 B, const std::vector<i64>& out_off) {
+  for (i64 b = 0; b < B; ++b) Py_SET_SIZE(PyList_GET_ITEM(out.ptr(), b), out_off[b + 1] - out_off[b]);
+}
+// References held while lists are made, released however that ends.
+struct Refs {
+  std::vector<PyObject*> o;
+  explicit Refs(std::size_t n) : o(n, nullptr) {}
+  ~Refs() {
+    for (PyObject* x : o) Py_XDECREF(x);
+  }
+};
+
+// Texts without n-grams: one int per word (its final id's), counted per word.
+py::list word_lists(const Encoding& E, i64 B, i64 V, const std::vector<i64>& out_off, i64 hi) {
+  IntCache ints(std::min<i64>(hi + 1, i64{1} << 24));
+  Refs obj(static_cast<std::size_t>(V));  // per word: its id's int
+  for (i64 v = 0; v < V; ++v)
+    if (E.fin[v] >= 0) obj.o[v] = ints.get(E.fin[v]);
+  const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
+  // Allocated before any item is stored: a failure leaves only empty lists to free.
+  std::vector<std::vector<i64>> uses(nt, std::vector<i64>(static_cast<std::size_t>(V), 0));
+  GcPause pause;
+  std::vector<PyObject**> items;
+  py::list out = new_lists(B, out_off, items);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    i64* u = uses[omp_get_thread_num()].data();
+#pragma omp for schedule(dynamic, 256)
+    for (i64 b = 0; b < B; ++b) {
+      PyObject** it = items[b];
+      for (i64 j = E.off[b]; j < E.off[b + 1]; ++j) {
+        const i32 w = E.prov[j];
+        if (obj.o[w]) {
+          *it++ = obj.o[w];
+          ++u[w];
+        }
+      }
+    }
+  }
+  for (i64 w = 0; w < V; ++w) {
+    i64 c = 0;
+    for (int t = 0; t < nt; ++t) c += uses[t][w];
+    if (c) Py_SET_REFCNT(obj.o[w], Py_REFCNT(obj.o[w]) + c);
+  }
+  set_sizes(out, B, out_off);
+  return out;
+}
+
+// Any ids in [0, K): all ids computed first (all threads, with per-thread counts per id),
+// then one int per id that occurs.
+py::list id_lists(const Encoding& E, i64 B, const std::vector<i64>& out_off, i64 K) {
+  const i64 N = out_off[B];
+  const int nt = B > 256 ? std::max(1, get_num_threads()) : 1;
+  Buf<i32> flat;
+  flat.reserve(static_cast<std::size_t>(std::max<i64>(N, 1)));
+  std::vector<u32*> uses(nt);
+  struct Free {
+    std::vector<u32*>& u;
+    std::size_t bytes;
+    ~Free() {
+      for (u32* x : u) mem::release(x, bytes);
+    }
+  } free_uses{uses, static_cast<std::size_t>(K) * sizeof(u32)};
+  for (int t = 0; t < nt; ++t) uses[t] = static_cast<u32*>(mem::alloc(static_cast<std::size_t>(K) * sizeof(u32), true));
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      u32* u = uses[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 256)
+      for (i64 b = 0; b < B; ++b) {
+        i32* q = flat.p + out_off[b];
+        E.emit(b, [&](i64 v) {
+          *q++ = static_cast<i32>(v);
+          ++u[v];
+        });
+      }
+#pragma omp for schedule(static)
+      for (i64 v = 0; v < K; ++v)
+        for (int t = 1; t < nt; ++t) uses[0][v] += uses[t][v];
+    }
+  }
+  const u32* total = uses[0];
+  GcPause pause;
+  std::vector<PyObject**> items;
+  py::list out = new_lists(B, out_off, items);
+  // One int per id that occurs, made with its final reference count (the lists' slots own
+  // them all); a failure takes back those made so far.
+  std::vector<PyObject*> obj(static_cast<std::size_t>(K), nullptr);
+  for (i64 v = 0; v < K; ++v) {
+    if (!total[v]) continue;
+    PyObject* o = PyLong_FromLongLong(v);
+    if (!o) {
+      for (i64 w = 0; w < v; ++w)
+        if (obj[w]) {
+          Py_SET_REFCNT(obj[w], Py_REFCNT(obj[w]) - static_cast<Py_ssize_t>(total[w]) + 1);
+          Py_DECREF(obj[w]);
+        }
+      throw py::error_already_set();
+    }
+    Py_SET_REFCNT(o, Py_REFCNT(o) + static_cast<Py_ssize_t>(total[v]) - 1);
+    obj[v] = o;
+  }
+  PyObject* const* ob = obj.data();
+#pragma omp parallel for schedule(dynamic, 256) num_threads(nt) if (nt > 1)
+  for (i64 b = 0; b < B; ++b) {
+    PyObject** it = items[b];
+    for (i64 j = out_off[b]; j < out_off[b + 1]; ++j) *it++ = ob[flat.p[j]];
+  }
+  set_sizes(out, B, out_off);
+  return out;
+}
+#endif
+
 py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_ids, py::object word_hash, int ngrams,
                             i64 buckets, i64 vocab, bool int32_out, bool as_lists) {
   static const char* OP = "tokenizer_encode";
@@ -661,6 +1160,7 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
     if (buckets < 1) shape_error(OP, "buckets must be >= 1");
     E.wh = static_cast<const u64*>(h.data());
     E.buckets = static_cast<u64>(buckets);
+    E.pow2 = (E.buckets & (E.buckets - 1)) == 0;
   }
   std::vector<i64> out_off(B + 1, 0);
   i64 hi = -1;
@@ -668,16 +1168,26 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
     py::gil_scoped_release nogil;
     bool bad = first_bad_offset(E.off, B + 1, N) >= 0 || first_bad_id(E.prov, N, V) >= 0;
     if (!bad) {
-#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256)
+      E.drops = false;
+      for (i64 v = 0; v < V; ++v) {
+        hi = std::max(hi, E.fin[v]);
+        E.drops |= E.fin[v] < 0;
+      }
+#pragma omp parallel for schedule(dynamic, 256) num_threads(get_num_threads()) if (B > 256 && E.drops)
       for (i64 b = 0; b < B; ++b) out_off[b + 1] = E.count(b);
       for (i64 b = 0; b < B; ++b) out_off[b + 1] += out_off[b];
-      for (i64 v = 0; v < V; ++v) hi = std::max(hi, E.fin[v]);
     }
     if (bad) {
       py::gil_scoped_acquire gil;
       shape_error(OP, "prov / offsets out of range");
     }
   }
+#ifndef Py_GIL_DISABLED
+  if (as_lists && ngrams == 1) return word_lists(E, B, V, out_off, hi);
+  // N-gram ids: shared ints when their count table is small (the default 2**20 buckets: 4 MB).
+  const i64 K = std::max<i64>(hi + 1, ngrams > 1 ? vocab + buckets : 0);
+  if (as_lists && K <= (i64{1} << 24) && out_off[B] < static_cast<i64>(UINT32_MAX)) return id_lists(E, B, out_off, K);
+#endif
   if (as_lists) {
     // Word ids repeat (Zipf): shared ints.  N-gram ids are spread over the buckets: a
     // cache of them would be a random access into megabytes per id, slower than a new int.
@@ -719,9 +1229,11 @@ void bind_tokenizer(py::module_& m) {
         "the Unicode version of the lower-casing tables compiled in");
   m.def("tokenizer_fit", &tokenizer_fit, py::arg("texts"), py::arg("lower"), py::arg("strip_html"), py::arg("split"),
         py::arg("filters"), py::arg("lower_unicode"), py::arg("keep_ids"), py::arg("parallel_min_chars") = 1 << 16,
+        py::arg("keep_max_chars") = -1,
         "Tokenize a sequence of str (None if one is not an exact str): (words in first-seen order, counts int64, "
-        "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None, token offsets int64 (B+1,), "
-        "whether a lone surrogate was seen)");
+        "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None (None too when the texts have "
+        "more than keep_max_chars >= 0 characters), token offsets int64 (B+1,), whether a lone surrogate was "
+        "seen, word ids by descending count with ties in first-seen order int64)");
   m.def("tokenizer_encode", &tokenizer_encode, py::arg("prov"), py::arg("offsets"), py::arg("final"),
         py::arg("word_hash"), py::arg("ngrams"), py::arg("buckets"), py::arg("vocab_size"), py::arg("int32"),
         py::arg("as_lists"),

@@ -16,7 +16,9 @@ fastscale options; of them only ``strip_html`` (on by default) changes a Keras p
 
 Engines.  ``Tokenizer(engine="auto")`` (the default) fits and encodes ``str`` texts with the
 C++ tokenizer of ``fastscale._cpu`` when that extension is importable (multithreaded, the
-GIL released; about 10x faster on IMDB), and with the pure-Python code below otherwise.
+GIL released; ``fit_on_texts`` + ``texts_to_sequences`` of the 25,000 IMDB training reviews
+about 14x faster, see benchmarks/bench_tokenizer.py), and with the pure-Python code below
+otherwise.
 Both give exactly the same ``word_counts``, ``word_docs``, ``document_count``,
 ``index_docs``, ``word_index`` and ids (tests/test_tokenizer_cpp.py compares them on random
 Unicode text).  ``engine="python"`` forces the pure-Python code (the reference);
@@ -192,6 +194,65 @@ def text_to_word_sequence(text, filters=DEFAULT_FILTERS, lower=True, split=" "):
     return [w for w in text.split(split) if w]
 
 
+class _Pending:
+    """The vocabulary of a first fit by the C++ tokenizer, as arrays: Keras' dicts
+    (``word_counts``, ``word_docs``, ``word_index``, ``index_word``, ``index_docs``) are built
+    from it only when first read, and ``texts_to_sequences`` / ``texts_to_bags`` of the fitted
+    texts need none of them.  ``oov`` is the fit's ``oov_token``, never one of ``words``."""
+
+    __slots__ = ("words", "counts", "docs", "oov", "_order")
+
+    def __init__(self, words, counts, docs, oov, order=None):
+        self.words, self.counts, self.docs, self.oov = words, counts, docs, oov
+        self._order = order
+
+    @property
+    def n_index(self):
+        """``len(word_index)``: the words, and the OOV token at 1 when set."""
+        return len(self.words) + (self.oov is not None)
+
+    def order(self):
+        """Word positions by descending count, ties in first-seen order (Keras' stable sort)."""
+        if self._order is None:
+            self._order = np.argsort(-self.counts, kind="stable")
+        return self._order
+
+    def sorted_vocabulary(self):
+        """``word_index``'s keys in id order."""
+        head = [] if self.oov is None else [self.oov]
+        return head + list(map(self.words.__getitem__, self.order().tolist()))
+
+    def index_of_words(self):
+        """``word_index[w]`` for each word in first-seen order (int64)."""
+        ids = np.empty(len(self.words), dtype=np.int64)
+        base = 1 if self.oov is None else 2
+        ids[self.order()] = np.arange(base, base + len(self.words), dtype=np.int64)
+        return ids
+
+
+class _LazyVocabulary:
+    """A Keras vocabulary attribute of ``Tokenizer``: an ordinary instance attribute (set,
+    mutated and read as in Keras), except that a first fit by the C++ tokenizer leaves it
+    out of the instance and this descriptor builds it from ``_pending`` on first read."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return obj._materialize(self.name)
+
+
+_LAZY_ATTRS = {  # name -> Keras' empty value
+    "word_counts": OrderedDict,
+    "word_docs": lambda: defaultdict(int),
+    "index_docs": lambda: defaultdict(int),
+    "word_index": dict,
+    "index_word": dict,
+}
+
+
 class Tokenizer:
     """Keras' ``Tokenizer`` with fastscale's ``strip_html``, ``ngrams`` and ``buckets``.
 
@@ -201,11 +262,21 @@ class Tokenizer:
     ``index_word`` and ``index_docs``.  ``texts_to_sequences`` keeps words whose id is
     ``< num_words``; the others (and unknown words) become the OOV id when ``oov_token`` is
     set and are dropped otherwise.  ``num_words`` only limits encoding, never fitting.
+    A first fit by the C++ tokenizer keeps the vocabulary as arrays and builds each of these
+    five dicts when it is first read (the same values, order and types); encoding the fitted
+    texts needs none of them.
 
     ``engine``: ``"auto"`` (default: the C++ tokenizer when ``fastscale._cpu`` has it, else
     Python), ``"cpp"`` (demand it) or ``"python"`` (the pure-Python reference); see the
     module docstring.  Every engine gives identical attributes and ids.
     """
+
+    word_counts = _LazyVocabulary()
+    word_docs = _LazyVocabulary()
+    index_docs = _LazyVocabulary()
+    word_index = _LazyVocabulary()
+    index_word = _LazyVocabulary()
+    _pending = None  # (also for instances pickled before it existed)
 
     def __init__(
         self,
@@ -261,6 +332,7 @@ class Tokenizer:
         self._lookup_cache = None
         self._fit_cache = None
         self._plain_index = None  # (word_index, its size) when _rebuild_index made it: ids 1..n
+        self._pending = None  # a C++ fit's vocabulary whose Keras dicts are not built yet
 
     # ---------------------------------------------------------------- tokenizing
     def _tokenizer(self):
@@ -321,19 +393,33 @@ class Tokenizer:
         self._fit_cache = None
         mod = self._cpp()
         if mod is None or isinstance(texts, (list, tuple)):
-            self._fit_batch(texts, mod, isinstance(texts, (list, tuple)))
+            # A first fit by the C++ tokenizer leaves Keras' dicts to be built when first read.
+            lazy = mod is not None and self._pending is None and not self.word_counts and not self.index_docs
+            if self._fit_batch(texts, mod, isinstance(texts, (list, tuple)), lazy):
+                return
         else:  # an iterator: bounded batches, merged in order (first-seen order is kept)
             it = iter(texts)
             while batch := list(islice(it, _FIT_BATCH)):
                 self._fit_batch(batch, mod, False)
         self._rebuild_index()
 
-    def _fit_batch(self, texts, mod, keep):
+    def _fit_batch(self, texts, mod, keep, lazy=False):
+        """Fit one batch; True when ``lazy`` was honoured (the vocabulary is left pending:
+        the index needs no rebuild)."""
         fitted = None if mod is None else self._fit_cpp(mod, texts, keep)
         if fitted is None:
             fitted = self._fit_python(texts, keep)
-        words, counts, docs, n_texts, cache = fitted
+        words, counts, docs, n_texts, cache = fitted[:5]
         self.document_count += n_texts
+        # Fitting then encoding the same texts is the common case: keep their provisional ids
+        # (4 bytes a token) so that encoding them needs no second tokenizing pass.
+        if cache is not None:
+            self._fit_cache = (tuple(texts), self._options(), words) + cache
+        if lazy and len(fitted) > 5 and (self.oov_token is None or self.oov_token not in words):
+            self._set_pending(_Pending(words, counts, docs, self.oov_token, fitted[5]))
+            return True
+        if isinstance(counts, np.ndarray):
+            counts, docs = counts.tolist(), docs.tolist()
         if self.word_counts:
             wc, wd = self.word_counts, self.word_docs
             for w, c, d in zip(words, counts, docs):
@@ -342,10 +428,37 @@ class Tokenizer:
         else:
             self.word_counts = OrderedDict(zip(words, counts))
             self.word_docs = defaultdict(int, zip(words, docs))
-        # Fitting then encoding the same texts is the common case: keep their provisional ids
-        # (4 bytes a token) so that encoding them needs no second tokenizing pass.
-        if cache is not None:
-            self._fit_cache = (tuple(texts), self._options(), words) + cache
+        return False
+
+    # ---------------------------------------------------------------- the pending vocabulary
+    def _set_pending(self, pending):
+        """Make Keras' vocabulary attributes those of ``pending``, each built on first read."""
+        for name in _LAZY_ATTRS:
+            self.__dict__.pop(name, None)
+        self._pending = pending
+        self._lookup_cache = None
+        self._plain_index = None
+
+    def _materialize(self, name):
+        """Build the pending attribute ``name`` (the others stay pending)."""
+        p = self._pending
+        if p is None:  # e.g. deleted by the user: Keras' empty value
+            value = _LAZY_ATTRS[name]()
+        elif name == "word_counts":
+            value = OrderedDict(zip(p.words, p.counts.tolist()))
+        elif name == "word_docs":
+            value = defaultdict(int, zip(p.words, p.docs.tolist()))
+        elif name == "word_index":
+            value = dict(zip(p.sorted_vocabulary(), range(1, p.n_index + 1)))
+            self._plain_index = (value, len(value))  # ids 1..n, as _rebuild_index makes them
+        elif name == "index_word":
+            value = dict(zip(range(1, p.n_index + 1), p.sorted_vocabulary()))
+        else:  # index_docs: word -> id, in first-seen order, as _rebuild_index's update makes it
+            value = defaultdict(int, zip(p.index_of_words().tolist(), p.docs.tolist()))
+        self.__dict__[name] = value
+        if p is not None and all(n in self.__dict__ for n in _LAZY_ATTRS):
+            self._pending = None
+        return value
 
     def _fit_python(self, texts, keep):
         """``(words in first-seen order, counts, docs, number of texts, cache or None)``."""
@@ -376,29 +489,26 @@ class Tokenizer:
             return None
         return _cpp_module()[0]
 
-    def _scan_cpp(self, mod, texts, keep_ids):
+    def _scan_cpp(self, mod, texts, keep_ids, keep_max_chars=-1):
         """The C++ tokenizer's pass over ``texts`` (None if one is not an exact ``str``)."""
         return mod.tokenizer_fit(
             texts, bool(self.lower), bool(self.strip_html), self.split, self.filters, _cpp_module()[1], keep_ids,
-            _CPP_PARALLEL_MIN_CHARS,
+            _CPP_PARALLEL_MIN_CHARS, keep_max_chars,
         )
 
     def _fit_cpp(self, mod, texts, keep):
+        """``(words, counts, docs, number of texts, cache or None, count order)`` or None."""
         # Keeping the ids costs 8 bytes a token during the fit: not for a corpus whose ids
         # would not be cached anyway (a token takes >= 2 characters but the last).
-        try:
-            keep = keep and sum(map(len, texts)) <= 8 * _FIT_CACHE_TOKENS
-        except TypeError:  # a text without a length: the Python code reports it
-            return None
-        r = self._scan_cpp(mod, texts, keep)
+        r = self._scan_cpp(mod, texts, keep, 8 * _FIT_CACHE_TOKENS)
         if r is None:
             return None
-        words, counts, docs, whash, prov, offsets, surrogate = r
+        words, counts, docs, whash, prov, offsets, surrogate, order = r
         cache = None
-        if keep and len(prov) <= _FIT_CACHE_TOKENS:
+        if prov is not None and len(prov) <= _FIT_CACHE_TOKENS:
             # A lone surrogate: fnv1a_32 (str.encode) raises; n-grams then take the Python path.
             cache = (prov, offsets, None if surrogate else whash)
-        return words, counts.tolist(), docs.tolist(), len(offsets) - 1, cache
+        return words, counts, docs, len(offsets) - 1, cache, order
 
     def _options(self):
         return (self.filters, self.lower, self.split, self.char_level, self.strip_html)
@@ -442,6 +552,7 @@ class Tokenizer:
         self.index_docs.update(zip(map(wi.__getitem__, wd), wd.values()))
         self._lookup_cache = None
         self._plain_index = (wi, len(wi))
+        self._pending = None  # every vocabulary attribute has been read or replaced above
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -450,7 +561,15 @@ class Tokenizer:
         ``max(word_index) + 1`` (= ``len(word_index) + 1`` unless ``oov_token`` is also a word)."""
         if self.num_words:
             return self.num_words
+        if self._pending is not None and "word_index" not in self.__dict__:
+            return self._pending.n_index + 1
         return max(self.word_index.values(), default=0) + 1
+
+    def _index_size(self):
+        """``len(word_index)``, without building a pending one."""
+        if self._pending is not None and "word_index" not in self.__dict__:
+            return self._pending.n_index
+        return len(self.word_index)
 
     @property
     def num_ids(self):
@@ -584,7 +703,7 @@ class Tokenizer:
             r = self._scan_cpp(mod, texts, True)
             if r is None:
                 return None
-            words, _, _, whash, prov, offsets, surrogate = r
+            words, _, _, whash, prov, offsets, surrogate, _ = r
             if surrogate:
                 whash = None
         if self.ngrams > 1 and whash is None:
@@ -600,8 +719,20 @@ class Tokenizer:
     def _final_ids(self, words):
         """Per word its id as ``texts_to_sequences`` emits it (int64; -1: dropped), or None for
         a Keras edge case left to the Python code."""
+        p = self._pending
+        if p is not None and words is p.words and "word_index" not in self.__dict__ and self.oov_token == p.oov:
+            # The fitted words, their index not built: ids from the count order.
+            ids = p.index_of_words()
+            if self.num_words:
+                ids[ids >= self.num_words] = -1 if self.oov_token is None else 1
+            return ids
         wi = self.word_index
-        if self._plain_index is not None and self._plain_index[0] is wi and self._plain_index[1] == len(wi):
+        if (
+            self._plain_index is not None
+            and self._plain_index[0] is wi
+            and self._plain_index[1] == len(wi)
+            and (self.oov_token is None or self.oov_token in wi)
+        ):
             # The index _rebuild_index made (ids 1..n, oov_token in it): numpy does the rest.
             oov = -1 if self.oov_token is None else wi[self.oov_token]
             ids = np.fromiter(map(wi.get, words, repeat(0)), dtype=np.int64, count=len(words))
@@ -738,7 +869,7 @@ class Tokenizer:
         return (
             f"Tokenizer(num_words={self.num_words!r}, oov_token={self.oov_token!r}, "
             f"lower={self.lower!r}, char_level={self.char_level!r}, strip_html={self.strip_html!r}, "
-            f"ngrams={self.ngrams!r}, buckets={self.buckets!r}, vocabulary={len(self.word_index)})"
+            f"ngrams={self.ngrams!r}, buckets={self.buckets!r}, vocabulary={self._index_size()})"
         )
 
 
@@ -856,21 +987,32 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
         return x
     kept = np.minimum(lengths, maxlen)
     if sample_shape == () and np.dtype(dtype) != object:
-        # Fast path for 1-D sequences: one flat gather/scatter instead of a loop of slices.
+        # Fast path for 1-D sequences of Python numbers: one flat scatter instead of a loop of
+        # slices.  (Rows that are arrays already, e.g. views of one id array, are copied row
+        # by row below: that needs no flat copy and no index arrays, which cost more, above
+        # all in fresh memory.)
         seqs = sequences if isinstance(sequences, (list, tuple)) else list(sequences)
-        try:
-            flat = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lengths.sum()))
-        except (TypeError, ValueError):
-            flat = None
+        flat = None
+        if not all(type(s) is np.ndarray for s in seqs):
+            try:
+                flat = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lengths.sum()))
+            except (TypeError, ValueError):
+                flat = None
         if flat is not None:
             src_start = np.zeros(n, dtype=np.int64)
             np.cumsum(lengths[:-1], out=src_start[1:])
             if truncating == "pre":
                 src_start += lengths - kept
             dst_col = np.zeros(n, dtype=np.int64) if padding == "post" else maxlen - kept
-            row = np.repeat(np.arange(n, dtype=np.int64), kept)
-            within = np.arange(int(kept.sum()), dtype=np.int64) - np.repeat(np.cumsum(kept) - kept, kept)
-            x[row, np.repeat(dst_col, kept) + within] = flat[np.repeat(src_start, kept) + within]
+            # Kept element k of row i (k-th overall) goes to flat position i * maxlen +
+            # dst_col[i] + (k - first kept of row i) and comes from src_start[i] + the same.
+            first = np.cumsum(kept) - kept
+            total = int(kept.sum())
+            step = np.arange(total, dtype=np.int64)
+            dst = np.repeat(np.arange(n, dtype=np.int64) * maxlen + dst_col - first, kept) + step
+            if not np.array_equal(kept, lengths):  # truncated rows: gather the kept part
+                flat = flat[np.repeat(src_start - first, kept) + step]
+            x.reshape(-1)[dst] = flat
             return x
     for idx, s in enumerate(sequences):
         if not lengths[idx]:

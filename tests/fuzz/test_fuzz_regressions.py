@@ -184,3 +184,20 @@ def test_adam_sparse_rows_grad_misaligned_rows_is_copied(cpu_backend):
     dense[1] = 0
     fs.adam_step(want, dense, wm, wv, step=1, backend=cpu_backend)
     assert p.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("op", ["forward", "backward"])
+def test_embedding_bag_huge_broadcast_ids_fail_fast(cpu_backend, op):
+    # Was a > 120 s "hang" on numba (found by the long fuzz run): a (2**32 + 1, 3) broadcast
+    # view of ids was validated and walked id by id.  Every backend now copies it first, as
+    # the cpp adapter always did, and 103 GB is a MemoryError at once.
+    ids = np.broadcast_to(np.array([1, 2, 3], np.int64), (2**32 + 1, 3))
+    w = np.zeros((10, 2), f32)
+    t = time.perf_counter()
+    with pytest.raises(MemoryError):
+        if op == "forward":
+            fs.embedding_bag(w, ids, padding_idx=0, backend=cpu_backend)
+        else:
+            dout = np.broadcast_to(np.zeros((1, 2), f32), (2**32 + 1, 2))
+            fs.embedding_bag_backward(dout, ids, num_embeddings=10, backend=cpu_backend)
+    assert time.perf_counter() - t < 10

@@ -174,6 +174,10 @@ def _bag_index(ids, offsets, xp):
 
 
 def _validate_xp(op, ids, offsets, V):
+    # Callers pass ids through C.contiguous first, as the cpp adapter does: a huge
+    # broadcast view (zero strides, billions of ids) is then copied once -- MemoryError when
+    # it cannot be -- instead of being validated and walked id by id for minutes (the long
+    # fuzz run found the numba forward spending > 120 s on a (2**32 + 1, 3) broadcast).
     if offsets is not None:
         C.check_offsets(op, offsets, ids.shape[0])
     C.check_ids_range(op, "ids", ids, V)
@@ -193,6 +197,7 @@ def _weights_xp(flat_ids, psw, pad, mean, bag, B, xp, dtype):
 @quiet
 def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     xp = np if isinstance(weight, np.ndarray) else C.xp_of(True)
+    ids = C.contiguous(ids)
     _validate_xp(OP, ids, offsets, weight.shape[0])
     flat, bag = _bag_index(ids, offsets, xp)
     B = out.shape[0]
@@ -209,6 +214,7 @@ def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
 @quiet
 def _numpy_backward(dout, ids, offsets, psw, pad, mean, out, V):
     xp = np if isinstance(dout, np.ndarray) else C.xp_of(True)
+    ids = C.contiguous(ids)
     _validate_xp(OPB, ids, offsets, V)
     flat, bag = _bag_index(ids, offsets, xp)
     w = _weights_xp(flat, psw, pad, mean, bag, dout.shape[0], xp, dout.dtype)
@@ -298,6 +304,7 @@ def _starts_ends(ids, offsets):
 
 
 def _numba_forward(weight, ids, offsets, psw, pad, mean, out):
+    ids = C.contiguous(ids)
     _validate_xp(OP, ids, offsets, weight.shape[0])
     forward, _ = _numba_fns()
     flat, starts, ends = _starts_ends(ids, offsets)
@@ -307,6 +314,7 @@ def _numba_forward(weight, ids, offsets, psw, pad, mean, out):
 
 
 def _numba_backward(dout, ids, offsets, psw, pad, mean, out, V):
+    ids = C.contiguous(ids)
     _validate_xp(OPB, ids, offsets, V)
     _, backward = _numba_fns()
     flat, starts, ends = _starts_ends(ids, offsets)

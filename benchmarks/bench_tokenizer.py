@@ -94,12 +94,21 @@ def medians(request):
     configuration is written to the terminal (the same run, so the ratio holds on a busy machine)."""
     m = {}
     yield m
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    lines = []
     for key in dict.fromkeys(k for k, _ in m):
         if (key, "python") in m and (key, "cpp") in m:
             py, cc = m[key, "python"], m[key, "cpp"]
-            line = f"tokenizer {key}: python {py * 1e3:.0f} ms / cpp {cc * 1e3:.0f} ms = {py / cc:.1f}x (medians)"
-            tr.write_line(line) if tr is not None else print(line)
+            lines.append(f"tokenizer {key}: python {py * 1e3:.0f} ms / cpp {cc * 1e3:.0f} ms = {py / cc:.1f}x (medians)")
+    # Past pytest's output capture, which would swallow a fixture's teardown output.
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capman is not None and tr is not None:
+        with capman.global_and_fixture_disabled():
+            tr.write_line("")
+            for line in lines:
+                tr.write_line(line)
+    else:
+        print("\n".join(lines))
 
 
 def _record(medians, benchmark, key, engine):

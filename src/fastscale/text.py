@@ -17,8 +17,8 @@ fastscale options; of them only ``strip_html`` (on by default) changes a Keras p
 Engines.  ``Tokenizer(engine="auto")`` (the default) fits and encodes ``str`` texts with the
 C++ tokenizer of ``fastscale._cpu`` when that extension is importable (multithreaded, the
 GIL released; ``fit_on_texts`` + ``texts_to_sequences`` of the 25,000 IMDB training reviews
-about 14x faster, see benchmarks/bench_tokenizer.py), and with the pure-Python code below
-otherwise.
+about 15x faster on one thread, up to 20x on two: benchmarks/bench_tokenizer.py), and with
+the pure-Python code below otherwise.
 Both give exactly the same ``word_counts``, ``word_docs``, ``document_count``,
 ``index_docs``, ``word_index`` and ids (tests/test_tokenizer_cpp.py compares them on random
 Unicode text).  ``engine="python"`` forces the pure-Python code (the reference);

@@ -210,6 +210,39 @@ void same_size(const char* op, const py::array& a, const py::array& b, const cha
     if (a.shape(d) != b.shape(d)) shape_error(op, std::string("argument '") + name + "' must have the shape of param");
 }
 
+// The shared body of sparse_adam_step and adam_step_rows (one (V, D) table, a row list and
+// its values): shape and dtype checks, the rows status (nothing written on a bad row), then
+// run(p, rows, values, m, v, V, R, D, coef, decay mode) without the GIL.
+template <class Run>
+i64 rows_step(const char* op, const char* not_2d, const py::array& param, const py::array& rows,
+              const py::array& values, const py::array& exp_avg, const py::array& exp_avg_sq, double beta1,
+              double beta2, double alpha, double eps, double wd, double decay, int mode, Run&& run) {
+  if (param.ndim() != 2) shape_error(op, not_2d);
+  same_size(op, param, exp_avg, "m");
+  same_size(op, param, exp_avg_sq, "v");
+  const i64 V = dim(param, 0), D = dim(param, 1);
+  if (rows.ndim() != 1) shape_error(op, "rows must be 1-D");
+  const i64 R = dim(rows, 0);
+  if (values.ndim() != 2 || dim(values, 0) != R || dim(values, 1) != D) shape_error(op, "values must be (len(rows), D)");
+  return with_float(param, op, "param", [&](auto tt) -> i64 {
+    using T = decltype(tt);
+    T* p = mptr<T>(param, dt_of<T>(), op, "param");
+    const T* g = cptr<T>(values, dt_of<T>(), op, "values");
+    T* mm = mptr<T>(exp_avg, dt_of<T>(), op, "m");
+    T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), op, "v");
+    const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
+    return with_index(rows, op, "rows", [&](auto ii) -> i64 {
+      using I = decltype(ii);
+      const I* r = cptr<I>(rows, dt_of<I>(), op, "rows");
+      py::gil_scoped_release nogil;
+      const i64 st = check_rows(r, R, V);
+      if (st) return st;  // nothing written
+      with_decay<T>(mode, [&](auto wdm) { run(p, r, g, mm, vv, V, R, D, k, wdm); });
+      return 0;
+    });
+  });
+}
+
 }  // namespace
 
 void bind_adam(py::module_& m) {
@@ -275,34 +308,14 @@ void bind_adam(py::module_& m) {
       "adam_step_rows",
       [](py::array param, py::array rows, py::array values, py::array exp_avg, py::array exp_avg_sq, double beta1,
          double beta2, double alpha, double eps, double wd, double decay, int mode) -> i64 {
-        if (param.ndim() != 2) shape_error(OP, "a SparseRows gradient needs a 2-D (V, D) param");
-        same_size(OP, param, exp_avg, "m");
-        same_size(OP, param, exp_avg_sq, "v");
-        const i64 V = dim(param, 0), D = dim(param, 1);
-        if (rows.ndim() != 1) shape_error(OP, "rows must be 1-D");
-        const i64 R = dim(rows, 0);
-        if (values.ndim() != 2 || dim(values, 0) != R || dim(values, 1) != D)
-          shape_error(OP, "values must be (len(rows), D)");
-        return with_float(param, OP, "param", [&](auto tt) -> i64 {
-          using T = decltype(tt);
-          T* p = mptr<T>(param, dt_of<T>(), OP, "param");
-          const T* g = cptr<T>(values, dt_of<T>(), OP, "values");
-          T* mm = mptr<T>(exp_avg, dt_of<T>(), OP, "m");
-          T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), OP, "v");
-          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
-          const std::vector<T> zeros(static_cast<size_t>(D), T(0));
-          return with_index(rows, OP, "rows", [&](auto ii) -> i64 {
-            using I = decltype(ii);
-            const I* r = cptr<I>(rows, dt_of<I>(), OP, "rows");
-            py::gil_scoped_release nogil;
-            const i64 st = check_rows(r, R, V);
-            if (st) return st;  // nothing written
-            with_decay<T>(mode, [&](auto wdm) {
-              rows_dense_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, zeros.data(), V, R, D, k);
-            });
-            return 0;
-          });
-        });
+        return rows_step(OP, "a SparseRows gradient needs a 2-D (V, D) param", param, rows, values, exp_avg,
+                         exp_avg_sq, beta1, beta2, alpha, eps, wd, decay, mode,
+                         [](auto* p, auto* r, auto* g, auto* mm, auto* vv, i64 V, i64 R, i64 D, auto k, auto wdm) {
+                           using T = std::remove_pointer_t<decltype(p)>;
+                           using I = std::remove_cv_t<std::remove_pointer_t<decltype(r)>>;
+                           const std::vector<T> zeros(static_cast<size_t>(D), T(0));
+                           rows_dense_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, zeros.data(), V, R, D, k);
+                         });
       },
       py::arg("param"), py::arg("rows"), py::arg("values"), py::arg("m"), py::arg("v"), py::arg("beta1"),
       py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),
@@ -312,31 +325,13 @@ void bind_adam(py::module_& m) {
       "sparse_adam_step",
       [](py::array param, py::array rows, py::array values, py::array exp_avg, py::array exp_avg_sq, double beta1,
          double beta2, double alpha, double eps, double wd, double decay, int mode) -> i64 {
-        if (param.ndim() != 2) shape_error(OPS, "param must be 2-D (V, D)");
-        same_size(OPS, param, exp_avg, "m");
-        same_size(OPS, param, exp_avg_sq, "v");
-        const i64 V = dim(param, 0), D = dim(param, 1);
-        if (rows.ndim() != 1) shape_error(OPS, "rows must be 1-D");
-        const i64 R = dim(rows, 0);
-        if (values.ndim() != 2 || dim(values, 0) != R || dim(values, 1) != D)
-          shape_error(OPS, "values must be (len(rows), D)");
-        return with_float(param, OPS, "param", [&](auto tt) -> i64 {
-          using T = decltype(tt);
-          T* p = mptr<T>(param, dt_of<T>(), OPS, "param");
-          const T* g = cptr<T>(values, dt_of<T>(), OPS, "values");
-          T* mm = mptr<T>(exp_avg, dt_of<T>(), OPS, "m");
-          T* vv = mptr<T>(exp_avg_sq, dt_of<T>(), OPS, "v");
-          const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
-          return with_index(rows, OPS, "rows", [&](auto ii) -> i64 {
-            using I = decltype(ii);
-            const I* r = cptr<I>(rows, dt_of<I>(), OPS, "rows");
-            py::gil_scoped_release nogil;
-            const i64 st = check_rows(r, R, V);
-            if (st) return st;  // nothing written
-            with_decay<T>(mode, [&](auto wdm) { sparse_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, R, D, k); });
-            return 0;
-          });
-        });
+        return rows_step(OPS, "param must be 2-D (V, D)", param, rows, values, exp_avg, exp_avg_sq, beta1, beta2,
+                         alpha, eps, wd, decay, mode,
+                         [](auto* p, auto* r, auto* g, auto* mm, auto* vv, i64, i64 R, i64 D, auto k, auto wdm) {
+                           using T = std::remove_pointer_t<decltype(p)>;
+                           using I = std::remove_cv_t<std::remove_pointer_t<decltype(r)>>;
+                           sparse_kernel<T, decltype(wdm)::value, I>(p, r, g, mm, vv, R, D, k);
+                         });
       },
       py::arg("param"), py::arg("rows"), py::arg("values"), py::arg("m"), py::arg("v"), py::arg("beta1"),
       py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("decay"), py::arg("mode"),

@@ -217,6 +217,26 @@ def _adam_step_multi(params, grads, ms, vs, backend, *hyper):
     impl(list(params), grads, list(ms), list(vs), k)
 
 
+def _check_table_rows(op, param, rows, values, m, v, rows_name, values_name, num_embeddings=None):
+    """The array checks of a (V, D) table updated from a row list and its values (the
+    SparseRows form of adam_step, sparse_adam_step); returns True for cupy arrays."""
+    is_cupy = C.array_kind(op, **{"param": param, rows_name: rows, values_name: values, "m": m, "v": v})
+    C.check_float(op, "param", param, ndim=2)
+    if num_embeddings is not None and num_embeddings != param.shape[0]:
+        raise ValueError(f"{op}: the SparseRows gradient is for a table of {num_embeddings} rows, "
+                         f"got param of shape {param.shape}")
+    C.check_index(op, rows_name, rows, ndim=1)
+    for name, a in ((values_name, values), ("m", m), ("v", v)):
+        C.check_float(op, name, a, dtype=param.dtype)
+    C.check_shape(op, "m", m, param.shape, "the shape of param")
+    C.check_shape(op, "v", v, param.shape, "the shape of param")
+    C.check_shape(op, values_name, values, (rows.shape[0], param.shape[1]), "(len(rows), D)")
+    for name, a in (("param", param), ("m", m), ("v", v)):
+        _check_inplace(op, name, a)
+    C.check_no_overlap(op, **{"param": param, values_name: values, "m": m, "v": v})
+    return is_cupy
+
+
 def _adam_step_rows(param, grad, m, v, backend, *hyper):
     rows, values = grad.rows, grad.values
     nd = np.ndarray
@@ -234,20 +254,7 @@ def _adam_step_rows(param, grad, m, v, backend, *hyper):
         _name, impl = _ROWS.pick(backend, False)
         impl(param, rows, values, m, v, _hyper(OP, *hyper))
         return
-    is_cupy = C.array_kind(OP, param=param, rows=rows, values=values, m=m, v=v)
-    C.check_float(OP, "param", param, ndim=2)
-    if grad.num_embeddings != param.shape[0]:
-        raise ValueError(f"{OP}: the SparseRows gradient is for a table of {grad.num_embeddings} rows, "
-                         f"got param of shape {param.shape}")
-    C.check_index(OP, "grad.rows", rows, ndim=1)
-    for name, a in (("grad.values", values), ("m", m), ("v", v)):
-        C.check_float(OP, name, a, dtype=param.dtype)
-    C.check_shape(OP, "m", m, param.shape, "the shape of param")
-    C.check_shape(OP, "v", v, param.shape, "the shape of param")
-    C.check_shape(OP, "grad.values", values, (rows.shape[0], param.shape[1]), "(len(rows), D)")
-    for name, a in (("param", param), ("m", m), ("v", v)):
-        _check_inplace(OP, name, a)
-    C.check_no_overlap(OP, param=param, values=values, m=m, v=v)
+    is_cupy = _check_table_rows(OP, param, rows, values, m, v, "grad.rows", "grad.values", grad.num_embeddings)
     k = _hyper(OP, *hyper)
     _name, impl = _ROWS.pick(backend, is_cupy)
     impl(param, C.contiguous(rows), C.contiguous(values), m, v, k)
@@ -278,17 +285,7 @@ def sparse_adam_step(
     out-of-range row raises IndexError, rows that are not strictly increasing ValueError,
     before anything is written.
     """
-    is_cupy = C.array_kind(OPS, param=param, rows=rows, values=values, m=m, v=v)
-    C.check_float(OPS, "param", param, ndim=2)
-    C.check_index(OPS, "rows", rows, ndim=1)
-    for name, a in (("values", values), ("m", m), ("v", v)):
-        C.check_float(OPS, name, a, dtype=param.dtype)
-    C.check_shape(OPS, "m", m, param.shape, "the shape of param")
-    C.check_shape(OPS, "v", v, param.shape, "the shape of param")
-    C.check_shape(OPS, "values", values, (rows.shape[0], param.shape[1]), "(len(rows), D)")
-    for name, a in (("param", param), ("m", m), ("v", v)):
-        _check_inplace(OPS, name, a)
-    C.check_no_overlap(OPS, param=param, values=values, m=m, v=v)
+    is_cupy = _check_table_rows(OPS, param, rows, values, m, v, "rows", "values")
     k = _hyper(OPS, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
     _name, impl = _SPARSE.pick(backend, is_cupy)
     impl(param, C.contiguous(rows), C.contiguous(values), m, v, k)

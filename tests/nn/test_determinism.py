@@ -88,3 +88,69 @@ def test_padded_inputs_train_as_bags_bitwise(monkeypatch):
     for a, b in zip(w_bags, w_pad):
         assert a.tobytes() == b.tobytes()
     assert h_bags == h_pad
+
+
+_FUSED_CASES = {
+    "origin": dict(),
+    "lazy": dict(lazy=True),
+    "float64": dict(dtype="float64"),
+    "two-hidden-no-bias": dict(hidden=[("tanh", True), ("sigmoid", False)]),
+    "no-mask-csr": dict(mask_zero=False),
+    "embedding-bag-sum": dict(bag="sum"),
+    "adamw-torch-eps": dict(opt=lambda: optim.AdamW(learning_rate=3e-3, eps_placement="torch")),
+    "l2": dict(opt=lambda: optim.Adam(learning_rate=3e-3, weight_decay=1e-3)),
+    "from-logits-linear-head": dict(head=None, loss=lambda: nn.losses.BinaryCrossentropy(from_logits=True)),
+    "from-logits-tanh-head": dict(head="tanh", loss=lambda: nn.losses.BinaryCrossentropy(from_logits=True)),
+    "numpy": dict(backend="numpy"),
+    "numpy-lazy": dict(backend="numpy", lazy=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FUSED_CASES))
+def test_fused_step_is_bitwise_the_layer_path(case, monkeypatch):
+    """fit's FusedStep (the step as direct kernel calls) against the layer-by-layer path:
+    the same weights, optimizer state and history, bitwise, over two epochs with a partial
+    last batch and validation."""
+    from fastscale.nn import _step
+
+    c = _FUSED_CASES[case]
+    backend = c.get("backend", "cpp")
+    if fs.backends()[backend] is not None:
+        pytest.skip(f"{backend} unavailable: {fs.backends()[backend]}")
+    x, y = _data(4, n=300, T=40, V=500)
+    lengths = (x != 0).sum(1)
+    off = np.zeros(x.shape[0] + 1, np.int64)
+    np.cumsum(lengths, out=off[1:])
+    bags = (x[x != 0].astype(np.int64), off)
+    used = []
+
+    def run():
+        if "bag" in c:
+            first = [nn.EmbeddingBag(500, 12, mode=c["bag"], padding_idx=None)]
+        else:
+            first = [nn.Embedding(500, 12, mask_zero=c.get("mask_zero", True)), nn.GlobalAveragePooling1D()]
+        hidden = [nn.Dense(7, activation=a, use_bias=b) for a, b in c.get("hidden", [("relu", True)])]
+        head = nn.Dense(1, activation=c.get("head", "sigmoid"))
+        model = nn.Sequential(first + hidden + [head], dtype=c.get("dtype", "float32"))
+        opt = c["opt"]() if "opt" in c else optim.Adam(learning_rate=1e-2, lazy=c.get("lazy", False))
+        loss = c["loss"]() if "loss" in c else "binary_crossentropy"
+        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"], backend=backend, seed=2)
+        h = model.fit(bags, y, epochs=2, batch_size=32, validation_split=0.2, seed=2, verbose=0)
+        state = model.optimizer.get_state()
+        return model.get_weights(), h.history, state
+
+    real = _step.FusedStep.step
+    monkeypatch.setattr(_step.FusedStep, "step", lambda self, *a: used.append(1) or real(self, *a))
+    w_fused, h_fused, s_fused = run()
+    assert len(used) == 2 * 8  # 240 training samples in batches of 32, two epochs
+    monkeypatch.setattr(_step, "ENABLED", False)
+    w_layers, h_layers, s_layers = run()
+    assert len(used) == 16
+    for a, b in zip(w_fused, w_layers):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert h_fused == h_layers
+    assert s_fused["step"] == s_layers["step"] == 16
+    assert s_fused["slots"].keys() == s_layers["slots"].keys()
+    for k in s_fused["slots"]:
+        for s in ("m", "v"):
+            assert s_fused["slots"][k][s].tobytes() == s_layers["slots"][k][s].tobytes(), (k, s)

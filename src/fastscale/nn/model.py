@@ -25,6 +25,7 @@ from .. import optim as _optim
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
+from ._step import FusedStep as _FusedStep
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer, _FusedEmbeddingPool, _snake
 
 _DEFAULT_BATCH = 32
@@ -341,6 +342,7 @@ class Sequential:
             if val is not None:
                 val = (val[0].as_bags(st.emb.input_dim), val[1])
         train_seed = seed if seed is not None else self._seed
+        plan = _FusedStep.make(self, inputs, y)
 
         history = _callbacks.History()
         cbs = [history] + list(callbacks or [])
@@ -359,7 +361,7 @@ class Sequential:
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             try:
-                logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode)
+                logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode, plan)
             except TrainingDivergedError as e:
                 if on_divergence == "raise":
                     raise
@@ -382,7 +384,7 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode):
+    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None):
         n = inputs.n
         order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
         for m in self.metrics:
@@ -400,8 +402,11 @@ class Sequential:
                 else:
                     idx = order[lo:hi]
                     xb, yb = inputs.take(idx), y[idx]
-                loss, z = self._step(xb, yb, f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, "
-                                              f"step {s + 1}/{steps}")
+                where = f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps}"
+                if plan is not None:
+                    loss, z = plan.step(xb[0], xb[1], plan.y[lo:hi] if order is None else plan.y[idx], where)
+                else:
+                    loss, z = self._step(xb, yb, where)
                 total_loss += loss * (hi - lo)
                 tokens += _Inputs.tokens(xb)
                 if self.metrics:

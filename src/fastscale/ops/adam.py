@@ -89,6 +89,12 @@ def _hyper(op, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placeme
     return _Coef(beta1, beta2, alpha, eps_eff, wd, 1.0 - lr * wd, mode)
 
 
+def adam_coefficients(step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement) -> _Coef:
+    """The checked kernel coefficients of one step, for callers of the unchecked
+    implementations (``fastscale.ops.implementation``)."""
+    return _hyper(OP, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
+
+
 def _check_inplace(op, name, a):
     """Updated in place: C-contiguous and (numpy) writeable."""
     if isinstance(a, np.ndarray):

@@ -28,6 +28,7 @@ OPB = "dense_backward"
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh")
 # Kernel codes; "linear" is None.
 _CODE = {None: 0, "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+ACTIVATION_CODES = _CODE  # the implementations' ``act`` argument (see ops.implementation)
 
 
 # ---------------------------------------------------------------------------- public API

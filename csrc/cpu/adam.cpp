@@ -120,13 +120,12 @@ FS_MULTIVERSION(sparse_rows, sparse_body)
 
 template <class T, int WD, class I, class W = std::integral_constant<int, WD>>
 void sparse_kernel(T* p, const I* rows, const T* vals, T* m, T* v, i64 R, i64 D, Coef<T> k) {
+  // Dynamic chunks of rows, as in dense_kernel: a late-waking worker costs one wake-up.
   const int nt = R * D >= PAR_MIN ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const i64 t = omp_get_thread_num(), T_ = omp_get_num_threads();
-    const i64 i0 = R * t / T_, i1 = R * (t + 1) / T_;
-    if (i1 > i0) sparse_rows<T, W, I>(p, rows, vals, m, v, D, i0, i1, k);
-  }
+  const i64 cr = std::max<i64>(1, CHUNK / 4 / std::max<i64>(D, 1)), nchunks = (R + cr - 1) / cr;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (i64 ch = 0; ch < nchunks; ++ch)
+    sparse_rows<T, W, I>(p, rows, vals, m, v, D, ch * cr, std::min(R, ch * cr + cr), k);
 }
 
 // Dense Adam with a row-sparse gradient (SparseRows: the gradient is zero outside rows):

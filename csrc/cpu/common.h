@@ -59,6 +59,29 @@ const char* isa_name(Isa isa);
     }                                                                                      \
   }
 
+// As FS_MULTIVERSION, with a register budget: BODY<NV, Ts...> gets NV =
+// std::integral_constant<int, n>, the 64-byte vector accumulators it may keep in registers:
+// 8 on AVX-512 (32 zmm registers), 4 elsewhere (16 ymm / xmm registers hold 4 such vectors).
+#define FS_MULTIVERSION_REGS(NAME, BODY)                                                   \
+  template <class... Ts, class... Args>                                                    \
+  static void NAME##_scalar(Args... args) { BODY<std::integral_constant<int, 4>, Ts...>(args...); } \
+  template <class... Ts, class... Args>                                                    \
+  FS_TARGET_AVX2 static void NAME##_avx2(Args... args) {                                   \
+    BODY<std::integral_constant<int, 4>, Ts...>(args...);                                  \
+  }                                                                                        \
+  template <class... Ts, class... Args>                                                    \
+  FS_TARGET_AVX512 static void NAME##_avx512(Args... args) {                               \
+    BODY<std::integral_constant<int, 8>, Ts...>(args...);                                  \
+  }                                                                                        \
+  template <class... Ts, class... Args>                                                    \
+  static void NAME(Args... args) {                                                         \
+    switch (::fastscale::active_isa()) {                                                   \
+      case ::fastscale::Isa::avx512: NAME##_avx512<Ts...>(args...); break;                 \
+      case ::fastscale::Isa::avx2: NAME##_avx2<Ts...>(args...); break;                     \
+      default: NAME##_scalar<Ts...>(args...); break;                                       \
+    }                                                                                      \
+  }
+
 // ---------------------------------------------------------------- threads
 // Every parallel region says num_threads(get_num_threads()).
 int get_num_threads();

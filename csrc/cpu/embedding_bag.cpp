@@ -63,43 +63,41 @@ FS_INLINE i64 count_bag(const I* ids, i64 s, i64 e, i64 pad) {
   return n;
 }
 
-// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + CH<T>): four
-// 64-byte vector accumulators (GCC vector extension: 4 zmm, 8 ymm or 16 xmm registers by
-// ISA) stay in registers while the bag's rows stream through.  Leading / trailing padding
-// was trimmed per bag (trim_bag); padding inside the span costs one predictable branch.
-template <class T, class I, bool PSW, bool PAD>
+// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + NV * 64 bytes):
+// NV 64-byte vector accumulators (GCC vector extension: zmm, or 2 ymm / 4 xmm each) stay in
+// registers while the bag's rows stream through.  NV = 8 on AVX-512 covers a 128-float row
+// in one pass over the ids, with 8 independent add chains (4 left the adds latency-bound).
+// Leading / trailing padding was trimmed per bag (trim_bag); padding inside the span costs
+// one predictable branch.  Columns are summed in position order whatever NV is: bitwise
+// the same result on every ISA path.
+template <int NV, class T, class I, bool PSW, bool PAD>
 FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, const I* FS_RESTRICT ids, i64 s, i64 e,
                          const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
   typedef T vec __attribute__((vector_size(64)));
   constexpr int L = 64 / sizeof(T);
-  vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  vec a[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) a[j] = vec{};
   for (i64 k = s; k < e; ++k) {
     const I id = ids[k];
     if (PAD && id == pad) continue;
     if (k + PF < e) {
       const char* nxt = reinterpret_cast<const char*>(weight + static_cast<i64>(ids[k + PF]) * D + d0);
-      __builtin_prefetch(nxt);
-      __builtin_prefetch(nxt + 64);
-      __builtin_prefetch(nxt + 128);
-      __builtin_prefetch(nxt + 192);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) __builtin_prefetch(nxt + 64 * j);
     }
     const T* r = weight + static_cast<i64>(id) * D + d0;
-    vec x0, x1, x2, x3;
-    std::memcpy(&x0, r, 64);
-    std::memcpy(&x1, r + L, 64);
-    std::memcpy(&x2, r + 2 * L, 64);
-    std::memcpy(&x3, r + 3 * L, 64);
-    if (PSW) {
-      const T c = psw[k];
-      a0 += c * x0; a1 += c * x1; a2 += c * x2; a3 += c * x3;
-    } else {
-      a0 += x0; a1 += x1; a2 += x2; a3 += x3;
+    const T c = PSW ? psw[k] : T(1);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      vec x;
+      std::memcpy(&x, r + j * L, 64);
+      if (PSW) a[j] += c * x;
+      else a[j] += x;
     }
   }
-  std::memcpy(o + d0, &a0, 64);
-  std::memcpy(o + d0 + L, &a1, 64);
-  std::memcpy(o + d0 + 2 * L, &a2, 64);
-  std::memcpy(o + d0 + 3 * L, &a3, 64);
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) std::memcpy(o + d0 + j * L, &a[j], 64);
 }
 
 // The last W < CH<T> columns (and all of a narrow table): accumulate straight into o.
@@ -117,11 +115,13 @@ FS_INLINE void bag_tail(const T* FS_RESTRICT weight, i64 D, i64 d0, i64 W, const
   }
 }
 
-template <class T, class I, bool PSW, bool PAD>
+template <int NV, class T, class I, bool PSW, bool PAD>
 FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const T* psw, I pad, T* o) {
-  constexpr i64 CH = 256 / sizeof(T);
+  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T);
   i64 d0 = 0;
-  for (; d0 + CH <= D; d0 += CH) bag_chunk<T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
+  for (; d0 + CH <= D; d0 += CH) bag_chunk<NV, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
+  if (NV > 4)
+    for (; d0 + CH4 <= D; d0 += CH4) bag_chunk<4, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
   if (d0 < D) bag_tail<T, I, PSW, PAD>(weight, D, d0, D - d0, ids, s, e, psw, pad, o);
 }
 
@@ -150,7 +150,7 @@ FS_INLINE i64 span_first_bad(const I* ids, i64 s, i64 e, i64 V) {
 // The ids are validated here, bag by bag, on the span that is read anyway (what trimming
 // drops is padding, a valid id): no separate pass over all B * T padded ids.  A bag with a
 // bad id sets *bad to its position and is not computed (the caller raises; out is its own).
-template <class T, class I, class O>
+template <class NVC, class T, class I, class O>
 FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, const T* psw, i64 pad, bool mean,
                                 T* out, i64 V, i64* bad) {
   const bool has_pad = pad >= 0 && pad <= static_cast<i64>(std::numeric_limits<I>::max());  // see count_bag
@@ -161,11 +161,11 @@ FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, 
   *bad = span_first_bad(bags.ids, s, e, V);
   if (*bad >= 0) return;
   if (psw) {
-    if (has_pad) bag_row<T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
-    else bag_row<T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);
+    if (has_pad) bag_row<NVC::value, T, I, true, true>(weight, D, bags.ids, s, e, psw, p, o);
+    else bag_row<NVC::value, T, I, true, false>(weight, D, bags.ids, s, e, psw, p, o);
   } else {
-    if (has_pad) bag_row<T, I, false, true>(weight, D, bags.ids, s, e, psw, p, o);
-    else bag_row<T, I, false, false>(weight, D, bags.ids, s, e, psw, p, o);
+    if (has_pad) bag_row<NVC::value, T, I, false, true>(weight, D, bags.ids, s, e, psw, p, o);
+    else bag_row<NVC::value, T, I, false, false>(weight, D, bags.ids, s, e, psw, p, o);
   }
   if (mean) {
     const i64 n = count_bag(bags.ids, s, e, pad);
@@ -174,7 +174,7 @@ FS_INLINE void forward_bag_body(const T* weight, i64 D, Bags<I, O> bags, i64 b, 
     for (i64 j = 0; j < D; ++j) o[j] *= scale;
   }
 }
-FS_MULTIVERSION(forward_bag, forward_bag_body)
+FS_MULTIVERSION_REGS(forward_bag, forward_bag_body)
 
 // Returns the first bad id's position, or -1 (an integer min: the same for any schedule).
 template <class T, class I, class O>
@@ -308,40 +308,44 @@ i64 sparse_plan(Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, std::i
   return 0;
 }
 
-// One row's columns [d0, d0 + 4L): four 64-byte accumulators in registers over the row's
-// entries (0 + c * g + ..., in entry order, as the dense backward adds them).
-template <class T>
+// One row's columns [d0, d0 + NV * 64 bytes): NV 64-byte accumulators in registers over the
+// row's entries (0 + c * g + ..., in entry order, as the dense backward adds them; NV as in
+// bag_chunk).
+template <int NV, class T>
 FS_INLINE void segment_chunk(const T* FS_RESTRICT dout, i64 D, i64 d0, const std::int64_t* FS_RESTRICT ent_bag,
                              const T* FS_RESTRICT ent_c, i64 e0, i64 e1, T* FS_RESTRICT r) {
   typedef T vec __attribute__((vector_size(64)));
   constexpr int L = 64 / sizeof(T);
-  vec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  vec a[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) a[j] = vec{};
   for (i64 e = e0; e < e1; ++e) {
     const T* g = dout + ent_bag[e] * D + d0;
     const T c = ent_c[e];
-    vec x0, x1, x2, x3;
-    std::memcpy(&x0, g, 64);
-    std::memcpy(&x1, g + L, 64);
-    std::memcpy(&x2, g + 2 * L, 64);
-    std::memcpy(&x3, g + 3 * L, 64);
-    a0 += c * x0; a1 += c * x1; a2 += c * x2; a3 += c * x3;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      vec x;
+      std::memcpy(&x, g + j * L, 64);
+      a[j] += c * x;
+    }
   }
-  std::memcpy(r + d0, &a0, 64);
-  std::memcpy(r + d0 + L, &a1, 64);
-  std::memcpy(r + d0 + 2 * L, &a2, 64);
-  std::memcpy(r + d0 + 3 * L, &a3, 64);
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) std::memcpy(r + d0 + j * L, &a[j], 64);
 }
 
-template <class T>
+template <class NVC, class T>
 FS_INLINE void segment_rows_body(const T* FS_RESTRICT dout, i64 D, const std::int64_t* FS_RESTRICT starts,
                                  const std::int64_t* FS_RESTRICT ent_bag, const T* FS_RESTRICT ent_c,
                                  T* FS_RESTRICT values, i64 u0, i64 u1) {
-  constexpr i64 CH = 256 / sizeof(T);
+  constexpr int NV = NVC::value;
+  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T);
   for (i64 u = u0; u < u1; ++u) {
     T* FS_RESTRICT r = values + u * D;
     const i64 e0 = starts[u], e1 = starts[u + 1];
     i64 d0 = 0;
-    for (; d0 + CH <= D; d0 += CH) segment_chunk<T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
+    for (; d0 + CH <= D; d0 += CH) segment_chunk<NV, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
+    if (NV > 4)
+      for (; d0 + CH4 <= D; d0 += CH4) segment_chunk<4, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
     if (d0 == D) continue;
     for (i64 j = d0; j < D; ++j) r[j] = T(0);
     for (i64 e = e0; e < e1; ++e) {
@@ -351,7 +355,7 @@ FS_INLINE void segment_rows_body(const T* FS_RESTRICT dout, i64 D, const std::in
     }
   }
 }
-FS_MULTIVERSION(segment_rows, segment_rows_body)
+FS_MULTIVERSION_REGS(segment_rows, segment_rows_body)
 
 template <class T>
 void segment_kernel(const T* dout, i64 D, const std::int64_t* starts, const std::int64_t* ent_bag, const T* ent_c,

@@ -35,6 +35,18 @@ def _model_label(records, n, model_axis):
     return f"d={r['embed_dim']}, h={r['hidden']} ({n:.3g} params)" if "embed_dim" in r else f"{model_axis}={n:.3g}"
 
 
+def _series(ax, records, group_axis, group, x_axis, target, color, label):
+    """One group's runs (records with ``group_axis == group``): every run as a dot, the mean
+    per x as a line.  Returns the sorted x values."""
+    sub = [r for r in records if r[group_axis] == group]
+    xs = np.array([r[x_axis] for r in sub], float)
+    ys = np.array([r[target] for r in sub], float)
+    ax.scatter(xs, ys, color=color, s=12, alpha=0.6)
+    grid = sorted(set(xs))
+    ax.plot(grid, [ys[xs == x].mean() for x in grid], "-o", color=color, ms=3, lw=1.2, label=label)
+    return grid
+
+
 def loss_vs_data(records, path, fit: LawFit | None = None, model_axis="params_total", data_axis="n_train",
                  target="test_loss"):
     """Test loss against training-set size, one colour per model size; the joint fit with its
@@ -43,13 +55,7 @@ def loss_vs_data(records, path, fit: LawFit | None = None, model_axis="params_to
     models = sorted({r[model_axis] for r in records})
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for c, n in zip(_colors(len(models)), models):
-        sub = [r for r in records if r[model_axis] == n]
-        xs = np.array([r[data_axis] for r in sub], float)
-        ys = np.array([r[target] for r in sub], float)
-        ax.scatter(xs, ys, color=c, s=12, alpha=0.6)
-        ds = sorted(set(xs))
-        ax.plot(ds, [ys[xs == d].mean() for d in ds], "-o", color=c, ms=3, lw=1.2,
-                label=_model_label(records, n, model_axis))
+        ds = _series(ax, records, model_axis, n, data_axis, target, c, _model_label(records, n, model_axis))
         if fit is not None and fit.form == "chinchilla":
             grid = np.geomspace(min(ds), max(ds), 60)
             p, lo, hi = fit.curves[0].predict(np.full_like(grid, n), grid)
@@ -76,12 +82,7 @@ def loss_vs_params(records, path, model_axis="params_total", data_axis="n_train"
     datas = sorted({r[data_axis] for r in records})
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for c, d in zip(_colors(len(datas)), datas):
-        sub = [r for r in records if r[data_axis] == d]
-        xs = np.array([r[model_axis] for r in sub], float)
-        ys = np.array([r[target] for r in sub], float)
-        ax.scatter(xs, ys, color=c, s=12, alpha=0.6)
-        ns = sorted(set(xs))
-        ax.plot(ns, [ys[xs == n].mean() for n in ns], "-o", color=c, ms=3, lw=1.2, label=f"{data_axis}={d:g}")
+        _series(ax, records, data_axis, d, model_axis, target, c, f"{data_axis}={d:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"{model_axis} (N)")

@@ -453,6 +453,10 @@ def test_imdb_same_vocabulary_and_sequences(imdb_train):
     py, cc = both(num_words=10000, oov_token="<OOV>")
     py.fit_on_texts(texts)
     cc.fit_on_texts(texts)
+    other = [t[::-1] for t in texts[:3000]] + texts[-3000:]  # new texts, encoded by the pending vocabulary
+    a, b = cc.texts_to_bags(other), py.texts_to_bags(other)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert cc._pending is not None and "word_index" not in vars(cc)
     assert len(cc.word_index) == 88082
     assert_same_vocabulary(py, cc)
     assert cc.texts_to_sequences(texts) == py.texts_to_sequences(texts)
@@ -468,3 +472,16 @@ def test_imdb_ngrams_and_raw_keras_rules(imdb_train):
         assert_same_vocabulary(py, cc)
         assert_same_outputs(py, cc, texts)
         assert_same_outputs(py, cc, imdb_train[-500:])
+
+
+@given(vocab=WORDS, words=st.lists(st.text(max_size=3), max_size=8), data=st.data())
+def test_lookup_is_dict_lookup(vocab, words, data):
+    # Each word's position among the vocabulary as a dict finds it (-1: absent), also for
+    # equal strings that are distinct objects.
+    mod = text._cpp_module()[0]
+    words = words + [w.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass") for w in vocab]
+    words = data.draw(st.permutations(words))
+    where = {w: i for i, w in enumerate(vocab)}
+    assert mod.tokenizer_lookup(vocab, words).tolist() == [where.get(w, -1) for w in words]
+    with pytest.raises(TypeError):
+        mod.tokenizer_lookup(vocab, [1])

@@ -1222,6 +1222,54 @@ py::object tokenizer_encode(py::array prov, py::array offsets, py::array final_i
   return py::make_tuple(ids, to_numpy(std::move(out_off)));
 }
 
+// ---------------------------------------------------------------- lookup
+// Encoding new texts against a fitted vocabulary kept as arrays: each new word's position
+// among the fitted words, without building Keras' word_index dict (building it and looking
+// 87,000 test words up in it take ~35 ms for IMDB, mostly cache misses on the str objects;
+// this touches each object once).  Two str are equal iff they have the same kind, length
+// and bytes (CPython's compact strings use the narrowest kind for their code points).
+py::array_t<i64> tokenizer_lookup(py::list vocab, py::list words) {
+  static const char* OP = "tokenizer_lookup";
+  const i64 V = static_cast<i64>(vocab.size()), N = static_cast<i64>(words.size());
+  struct Key {
+    const void* data;
+    i64 len;
+    int kind;
+    Py_hash_t hash;
+  };
+  auto key = [&](PyObject* o, const char* name) {
+    if (!PyUnicode_Check(o)) throw py::type_error(std::string(OP) + ": argument '" + name + "' must hold only str");
+    if (PyUnicode_READY(o) < 0) throw py::error_already_set();
+    const Py_hash_t h = PyObject_Hash(o);  // cached in the str object
+    if (h == -1) throw py::error_already_set();
+    return Key{PyUnicode_DATA(o), static_cast<i64>(PyUnicode_GET_LENGTH(o)), static_cast<int>(PyUnicode_KIND(o)), h};
+  };
+  std::vector<Key> keys(static_cast<std::size_t>(V));
+  for (i64 i = 0; i < V; ++i) keys[i] = key(PyList_GET_ITEM(vocab.ptr(), i), "vocab");
+  std::size_t cap = 16;
+  while (cap < 2 * static_cast<std::size_t>(V)) cap *= 2;
+  const std::size_t mask = cap - 1;
+  std::vector<i64> slot(cap, -1);  // position in vocab, -1: empty
+  auto same = [](const Key& a, const Key& b) {
+    return a.hash == b.hash && a.len == b.len && a.kind == b.kind &&
+           std::memcmp(a.data, b.data, static_cast<std::size_t>(a.len) * a.kind) == 0;
+  };
+  for (i64 i = 0; i < V; ++i) {
+    std::size_t k = static_cast<std::size_t>(keys[i].hash) & mask;
+    while (slot[k] >= 0 && !same(keys[slot[k]], keys[i])) k = (k + 1) & mask;
+    if (slot[k] < 0) slot[k] = i;  // a repeated word keeps its first position
+  }
+  py::array_t<i64> out(N);
+  i64* o = out.mutable_data();
+  for (i64 j = 0; j < N; ++j) {
+    const Key w = key(PyList_GET_ITEM(words.ptr(), j), "words");
+    std::size_t k = static_cast<std::size_t>(w.hash) & mask;
+    while (slot[k] >= 0 && !same(keys[slot[k]], w)) k = (k + 1) & mask;
+    o[j] = slot[k];
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- vocabulary JSON
 // Tokenizer.get_config() stores each vocabulary dict as json.dumps(dict) (default options:
 // ensure_ascii, ", " and ": "); save_model stores that config inside to_json() inside the
@@ -1397,6 +1445,8 @@ void bind_tokenizer(py::module_& m) {
         "docs int64, word FNV-1a hashes uint64, per-token word ids int32 or None (None too when the texts have "
         "more than keep_max_chars >= 0 characters), token offsets int64 (B+1,), whether a lone surrogate was "
         "seen, word ids by descending count with ties in first-seen order int64)");
+  m.def("tokenizer_lookup", &tokenizer_lookup, py::arg("vocab"), py::arg("words"),
+        "int64 position of each of words (list of str) in vocab (list of distinct str), -1 where absent");
   m.def("tokenizer_json_object", &tokenizer_json_object, py::arg("keys"), py::arg("values"), py::arg("depth") = 0,
         "json.dumps(dict(zip(keys, values))) (distinct keys; each side a list of str or a 1-D int64 array), "
         "escaped depth times as the body of a JSON string");

@@ -720,12 +720,22 @@ class Tokenizer:
         """Per word its id as ``texts_to_sequences`` emits it (int64; -1: dropped), or None for
         a Keras edge case left to the Python code."""
         p = self._pending
-        if p is not None and words is p.words and "word_index" not in self.__dict__ and self.oov_token == p.oov:
-            # The fitted words, their index not built: ids from the count order.
-            ids = p.index_of_words()
-            if self.num_words:
-                ids[ids >= self.num_words] = -1 if self.oov_token is None else 1
-            return ids
+        if p is not None and "word_index" not in self.__dict__ and self.oov_token == p.oov:
+            # The fitted vocabulary, its index not built: ids from the count order.
+            mod = _cpp_module()[0]
+            if words is p.words or hasattr(mod, "tokenizer_lookup"):
+                ids = p.index_of_words()
+                miss = -1 if self.oov_token is None else 1
+                if self.num_words:
+                    ids[ids >= self.num_words] = miss
+                if words is p.words:
+                    return ids
+                # New texts' words: found among the fitted ones by the C++ code.
+                pos = mod.tokenizer_lookup(p.words, words)
+                out = np.full(len(words), miss, dtype=np.int64)
+                hit = pos >= 0
+                out[hit] = ids[pos[hit]]
+                return out
         wi = self.word_index
         if (
             self._plain_index is not None

@@ -877,7 +877,7 @@ class Tokenizer:
     def _vocab_json(self, name, depth, memo):
         """``json.dumps(self.<name>)`` escaped ``depth`` times as the body of a JSON string.
         A vocabulary still pending (a C++ fit's, never read) is written by the C++ code
-        straight from its arrays, without building the dict (about 15x faster for IMDB)."""
+        straight from its arrays, without building the dict (IMDB: ~5 ms a dict instead of ~50)."""
         p = self._pending
         mod = _cpp_module()[0]
         if p is not None and name not in self.__dict__ and hasattr(mod, "tokenizer_json_object"):

@@ -1,5 +1,6 @@
 """The C++ tokenizer (csrc/cpu/tokenizer.cpp) against the Python Tokenizer, its reference:
 every attribute and every output must be identical, on random Unicode text and on IMDB."""
+import json
 import os
 import sys
 from collections import OrderedDict
@@ -210,6 +211,56 @@ def test_inputs_the_cpp_code_leaves_to_python():
 LAZY = ("word_counts", "word_docs", "word_index", "index_word", "index_docs")
 
 
+def assert_same_json(py, cc):
+    """Keras' JSON of the C++-fitted tokenizer equals json.dumps of the reference's dicts,
+    also as the JSON string save_model stores; writing it builds no pending dict."""
+    pending = [n for n in LAZY if n not in vars(cc)] if cc._pending is not None else []
+    ref = {k: v for k, v in py.get_config().items()}
+    for n in LAZY:
+        assert ref[n] == json.dumps(getattr(py, n))
+    assert cc.get_config() == ref
+    doc = json.dumps({"class_name": "Tokenizer", "config": ref})
+    assert cc.to_json() == doc and py.to_json() == doc
+    assert cc.to_json(indent=1) == json.dumps({"class_name": "Tokenizer", "config": ref}, indent=1)
+    assert cc._json_literal() == json.dumps(doc) and py._json_literal() == json.dumps(doc)
+    assert cc._json_text(2) == json.dumps(json.dumps(doc)[1:-1])[1:-1]
+    assert [n for n in LAZY if n not in vars(cc)] == pending
+
+
+WORDS = st.lists(
+    st.text(st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=6)  # lone surrogates too
+    | st.sampled_from(['"\\', "\x7f\x00\b\f\n\r\t\x1f", "😀é\u2028", "<OOV>"]),
+    unique=True, max_size=12,
+)
+
+
+@given(words=WORDS, ints=st.lists(st.integers(-(2**63), 2**63 - 1), unique=True, min_size=12, max_size=12),
+       depth=st.integers(0, 3))
+def test_json_object_is_json_dumps(words, ints, depth):
+    # json.dumps(dict(zip(keys, values))) (ensure_ascii, int keys as strings), escaped depth times.
+    mod = text._cpp_module()[0]
+    n = len(words)
+    a = np.array(ints[:n], dtype=np.int64)
+    for keys, values, d in ((words, a, dict(zip(words, ints))), (a, words, dict(zip(ints, words))),
+                            (words, words, dict(zip(words, words))), (a, a, dict(zip(ints[:n], ints)))):
+        ref = json.dumps(d)
+        for _ in range(depth):
+            ref = json.dumps(ref)[1:-1]
+        assert mod.tokenizer_json_object(keys, values, depth) == ref
+
+
+def test_json_object_bad_arguments():
+    mod = text._cpp_module()[0]
+    with pytest.raises(ValueError, match="same length"):
+        mod.tokenizer_json_object(["a"], np.zeros(2, np.int64))
+    with pytest.raises(TypeError):
+        mod.tokenizer_json_object(["a", 1], ["b", "c"])
+    with pytest.raises(TypeError):
+        mod.tokenizer_json_object(["a"], np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="depth"):
+        mod.tokenizer_json_object(["a"], ["b"], 9)
+
+
 @given(
     texts=TEXTS,
     queries=TEXTS,
@@ -235,6 +286,7 @@ def test_vocabulary_built_on_first_read(texts, queries, num_words, oov, ngrams, 
     for name in reads[:n_read]:  # some attributes built, the others still pending
         assert list(getattr(cc, name).items()) == list(getattr(py, name).items())
         assert type(getattr(cc, name)) is type(getattr(py, name))
+    assert_same_json(py, cc)  # pending attributes written from the arrays, built ones by json
     assert_same_outputs(py, cc, texts)
     assert_same_outputs(py, cc, queries)
     for tok in (py, cc):
@@ -401,6 +453,10 @@ def test_imdb_same_vocabulary_and_sequences(imdb_train):
     py, cc = both(num_words=10000, oov_token="<OOV>")
     py.fit_on_texts(texts)
     cc.fit_on_texts(texts)
+    other = [t[::-1] for t in texts[:3000]] + texts[-3000:]  # new texts, encoded by the pending vocabulary
+    a, b = cc.texts_to_bags(other), py.texts_to_bags(other)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert cc._pending is not None and "word_index" not in vars(cc)
     assert len(cc.word_index) == 88082
     assert_same_vocabulary(py, cc)
     assert cc.texts_to_sequences(texts) == py.texts_to_sequences(texts)
@@ -416,3 +472,16 @@ def test_imdb_ngrams_and_raw_keras_rules(imdb_train):
         assert_same_vocabulary(py, cc)
         assert_same_outputs(py, cc, texts)
         assert_same_outputs(py, cc, imdb_train[-500:])
+
+
+@given(vocab=WORDS, words=st.lists(st.text(max_size=3), max_size=8), data=st.data())
+def test_lookup_is_dict_lookup(vocab, words, data):
+    # Each word's position among the vocabulary as a dict finds it (-1: absent), also for
+    # equal strings that are distinct objects.
+    mod = text._cpp_module()[0]
+    words = words + [w.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass") for w in vocab]
+    words = data.draw(st.permutations(words))
+    where = {w: i for i, w in enumerate(vocab)}
+    assert mod.tokenizer_lookup(vocab, words).tolist() == [where.get(w, -1) for w in words]
+    with pytest.raises(TypeError):
+        mod.tokenizer_lookup(vocab, [1])

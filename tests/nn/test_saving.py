@@ -192,3 +192,43 @@ def test_tokenizer_travels_with_the_model(tmp_path):
     assert r.tokenizer.get_config() == tok.get_config()
     assert r.tokenizer.texts_to_sequences(docs[:5]) == tok.texts_to_sequences(docs[:5])
     np.testing.assert_array_equal(r.predict(r.tokenizer.texts_to_bags(docs)), m.predict(tok.texts_to_bags(docs)))
+
+
+def test_tokenizer_header_is_json_dumps(tmp_path):
+    """The header is exactly json.dumps(header, sort_keys=True) with the tokenizer's to_json()
+    (written without building a pending vocabulary), whatever kind of tokenizer it is."""
+    import copy
+    import json
+
+    from fastscale import text
+
+    docs = ['The "cat" sat\\', "the dog, the CAT! Ünï 😀 \ud800", "a\x7fb c"]
+    tok = text.Tokenizer(oov_token="<OOV>")
+    tok.fit_on_texts(docs)
+    assert tok._pending is not None or text._cpp_module()[0] is None  # a C++ fit: nothing built yet
+    built = copy.deepcopy(tok)
+    for name in ("word_counts", "word_docs", "index_docs", "index_word", "word_index"):
+        getattr(built, name)
+
+    class Plain:  # only to_json(): the generic path
+        def to_json(self):
+            return tok.to_json()
+
+    m = nn.Sequential([nn.Embedding(20, 4), nn.GlobalAveragePooling1D(), nn.Dense(1, activation="sigmoid")])
+    m.metadata = {"zzz": 1}
+    files = []
+    for t in (tok, built, Plain()):
+        pending = [n for n in text._VOCAB_JSON if n not in vars(t)]
+        m.tokenizer = t
+        saving.save_model(m, tmp_path / "t.fsm")
+        assert [n for n in text._VOCAB_JSON if n not in vars(t)] == pending
+        header, _ = saving.read_file(tmp_path / "t.fsm")
+        assert header["tokenizer"] == built.to_json()
+        data = (tmp_path / "t.fsm").read_bytes()
+        (hlen,) = struct.unpack_from("<Q", data, 12)
+        assert data[20 : 20 + hlen] == json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+        files.append(data)
+    assert files[0] == files[1] == files[2]
+    r = nn.load_model(tmp_path / "t.fsm")
+    assert r.tokenizer.get_config() == built.get_config()
+    assert list(r.tokenizer.word_index.items()) == list(built.word_index.items())

@@ -75,7 +75,7 @@ def save_model(model, path, *, include_optimizer=True) -> None:
         "compile": compile_cfg,
         "seed": model._seed,
         "epochs_done": model._epochs_done,
-        "tokenizer": None if tok is None else tok.to_json(),
+        "tokenizer": None,  # written below, by _dump_header
         "metadata": model.metadata,
     }
     table, offset = [], 0
@@ -88,7 +88,7 @@ def save_model(model, path, *, include_optimizer=True) -> None:
         offset += a.nbytes
     header["arrays"] = table
     try:
-        hbytes = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
+        hbytes = _dump_header(header, tok).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise TypeError(f"save_model: model.metadata / config must be JSON-serialisable: {e}") from None
     payload_len = offset
@@ -126,6 +126,20 @@ def save_model(model, path, *, include_optimizer=True) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+def _dump_header(header, tok):
+    """``json.dumps(header, sort_keys=True, allow_nan=False)`` with ``header["tokenizer"] =
+    tok.to_json()``.  The tokenizer's JSON (megabytes of vocabulary) is written as a JSON
+    string by the tokenizer itself when it can (``_json_literal``: no second escaping pass
+    over it) and placed last, where sort_keys puts "tokenizer"."""
+    if tok is None:
+        return json.dumps(header, sort_keys=True, allow_nan=False)
+    rest = {k: v for k, v in header.items() if k != "tokenizer"}
+    literal = tok._json_literal() if hasattr(tok, "_json_literal") else None
+    if literal is None or not rest or max(rest) >= "tokenizer":
+        return json.dumps({**rest, "tokenizer": tok.to_json()}, sort_keys=True, allow_nan=False)
+    return json.dumps(rest, sort_keys=True, allow_nan=False)[:-1] + ', "tokenizer": ' + literal + "}"
 
 
 def _unsupported_metric(m):

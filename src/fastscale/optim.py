@@ -10,6 +10,9 @@ gradients when ``lazy=True``), with Keras's defaults and Keras's epsilon placeme
 (``eps_placement="keras"``: epsilon is added to ``sqrt(v)`` before the bias-correction is
 folded into the step size, as ``keras.optimizers.Adam`` does; ``"torch"`` adds it after
 bias-correcting ``v``, as ``torch.optim.Adam`` does).
+
+Slots live where their parameters live: NumPy arrays for a model on the host, CuPy arrays for
+one on a GPU (``Sequential.compile(device="gpu")``), and the fused ops dispatch on them.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class Optimizer:
         for name, param, grad in params_and_grads:
             slots = self.slots.get(name)
             if slots is None:
-                slots = self.slots[name] = {s: np.zeros_like(param) for s in self._slot_names}
+                slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
             self._update(param, grad, slots)
 
     def _update(self, param, grad, slots):  # pragma: no cover - abstract
@@ -75,7 +78,7 @@ class Optimizer:
             missing = set(self._slot_names) - set(d)
             if missing:
                 raise ValueError(f"{type(self).__name__}.set_state: parameter {k!r} lacks slots {sorted(missing)}")
-            slots[k] = {s: np.array(d[s], copy=True, order="C") for s in self._slot_names}
+            slots[k] = {s: _module(d[s]).array(d[s], copy=True, order="C") for s in self._slot_names}
         self.step = int(step)
         self.slots = slots
 
@@ -141,11 +144,11 @@ class Adam(Optimizer):
         for name, param, grad in params_and_grads:
             slots = self.slots.get(name)
             if slots is None:
-                slots = self.slots[name] = {s: np.zeros_like(param) for s in self._slot_names}
-            if isinstance(grad, SparseRows) or type(param) is not np.ndarray:
+                slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
+            if isinstance(grad, SparseRows) or (type(param) is not np.ndarray and _module(param) is np):
                 self._update(param, grad, slots)
-            else:
-                g = groups.setdefault(param.dtype, ([], [], [], []))
+            else:  # numpy and cupy tensors in separate calls: fastscale never mixes them
+                g = groups.setdefault((type(param), param.dtype), ([], [], [], []))
                 for lst, a in zip(g, (param, grad, slots["m"], slots["v"])):
                     lst.append(a)
         for ps, gs, ms, vs in groups.values():
@@ -214,6 +217,18 @@ class SGD(Optimizer):
 
     def get_config(self):
         return dict(learning_rate=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
+
+
+def _module(a):
+    """numpy, or cupy for a CuPy array (CuPy is never imported here)."""
+    import sys
+
+    cp = sys.modules.get("cupy")
+    return cp if cp is not None and isinstance(a, cp.ndarray) else np
+
+
+def _zeros_like(a):
+    return _module(a).zeros_like(a)
 
 
 _BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD}

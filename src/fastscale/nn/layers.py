@@ -1,6 +1,7 @@
 """Layers with explicit forward / backward (no autograd tape).
 
-A layer holds its parameters in ``params`` (name -> float32 array, Keras names:
+A layer holds its parameters in ``params`` (name -> float32 array, numpy or cupy as the
+model lives on the host or a GPU; Keras names:
 ``embeddings``, ``kernel``, ``bias``) and, after ``backward``, their gradients in ``grads``
 (a dense array, or :class:`fastscale.SparseRows` for an embedding table when the model asked
 for sparse gradients).  ``forward(x, mask, training)`` returns ``(y, mask)``: the mask is
@@ -22,7 +23,7 @@ import re
 import numpy as np
 
 from .. import ops
-from . import initializers
+from . import _device, initializers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
 
@@ -76,10 +77,10 @@ class Layer:
         if len(weights) != len(self.params):
             raise ValueError(f"{self.name}: set_weights expects {len(self.params)} arrays, got {len(weights)}")
         for (k, p), w in zip(self.params.items(), weights):
-            w = np.asarray(w)
+            w = _device.to_module(w, _device.module_of(p)) if _device.is_array(w) else np.asarray(w)
             if w.shape != p.shape:
                 raise ValueError(f"{self.name}: weight {k!r} has shape {p.shape}, got an array of shape {w.shape}")
-            p[...] = w  # in place: optimizer slots and fused views stay valid
+            p[...] = _device.module_of(p).asarray(w)  # in place: optimizer slots and fused views stay valid
 
     def get_config(self) -> dict:
         return {"name": self.name, "trainable": self.trainable}
@@ -114,7 +115,7 @@ class Embedding(Layer):
         return tuple(input_shape) + (self.output_dim,)
 
     def forward(self, x, mask=None, training=False):
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
+        if not _device.is_array(x) or x.ndim != 2:
             raise ValueError(
                 f"{self.name}: an Embedding not followed by GlobalAveragePooling1D needs padded 2-D ids (B, T), "
                 f"got {type(x).__name__}{'' if not hasattr(x, 'shape') else ' of shape ' + str(x.shape)}"
@@ -156,7 +157,7 @@ class GlobalAveragePooling1D(Layer):
         if self._mask is not None:
             return ops.masked_mean_pool_backward(dout, self._mask, backend=self.backend)
         B, T, D = self._shape
-        return np.broadcast_to((dout / dout.dtype.type(T))[:, None, :], (B, T, D)).copy()
+        return _device.module_of(dout).broadcast_to((dout / dout.dtype.type(T))[:, None, :], (B, T, D)).copy()
 
 
 class EmbeddingBag(Layer):
@@ -206,7 +207,7 @@ class EmbeddingBag(Layer):
                 # than the kernel itself.
                 buf = self._grad_buf
                 if buf is None or buf.shape != self.params["embeddings"].shape or buf.dtype != dout.dtype:
-                    buf = self._grad_buf = np.empty(self.params["embeddings"].shape, dout.dtype)
+                    buf = self._grad_buf = _device.module_of(dout).empty(self.params["embeddings"].shape, dout.dtype)
                 g = ops.embedding_bag_backward(dout, self._ids, self._offsets, out=buf, **kw)
             self.grads["embeddings"] = g
         return None
@@ -250,7 +251,7 @@ class _FusedEmbeddingPool:
             self._state = (ids, None, None, None)
             return ops.embedding_bag(W, ids, mode="mean", padding_idx=0, backend=be), None
         T = ids.shape[1]
-        n_zero = (ids.shape[1] - np.count_nonzero(ids, axis=1)).astype(W.dtype)
+        n_zero = (ids.shape[1] - _device.module_of(ids).count_nonzero(ids, axis=1)).astype(W.dtype)
         out = ops.embedding_bag(W, ids, mode="sum", padding_idx=0, backend=be)
         if T:
             out += n_zero[:, None] * W[0]
@@ -279,7 +280,7 @@ class _FusedEmbeddingPool:
         else:
             buf = self._grad_buf
             if buf is None or buf.shape != emb.params["embeddings"].shape or buf.dtype != dout.dtype:
-                buf = self._grad_buf = np.empty(emb.params["embeddings"].shape, dout.dtype)
+                buf = self._grad_buf = _device.module_of(dout).empty(emb.params["embeddings"].shape, dout.dtype)
             g = ops.embedding_bag_backward(dout, ids, offsets, out=buf, **kw)
             if n_zero is not None and T:
                 g[0] += n_zero @ dout
@@ -289,8 +290,9 @@ class _FusedEmbeddingPool:
 
 def _prepend_row0(g, g0):
     """SparseRows g (row 0 absent: it was the padding row) plus a gradient for row 0."""
-    rows = np.concatenate([np.zeros(1, g.rows.dtype), np.asarray(g.rows)])
-    values = np.concatenate([g0[None, :].astype(g.values.dtype), g.values])
+    xp = _device.module_of(g.values)
+    rows = xp.concatenate([xp.zeros(1, g.rows.dtype), xp.asarray(g.rows)])
+    values = xp.concatenate([g0[None, :].astype(g.values.dtype), g.values])
     return ops.SparseRows(rows, values, g.num_embeddings)
 
 
@@ -329,7 +331,7 @@ class Dense(Layer):
         """``logits=True`` skips a final sigmoid / softmax (the loss works from the logit)."""
         act = self.activation
         op_act = None if (logits or act == "softmax") else act
-        x = np.ascontiguousarray(x)
+        x = _device.module_of(x).ascontiguousarray(x)
         out = ops.dense_forward(x, self.params["kernel"], self.params.get("bias"), activation=op_act, backend=self.backend)
         self._x, self._out, self._op_act = x, out, op_act
         self._softmax = None
@@ -341,9 +343,9 @@ class Dense(Layer):
     def backward(self, dout, need_dx=True):
         if self._softmax is not None:
             s = self._softmax
-            dout = s * (dout - np.sum(dout * s, axis=1, keepdims=True, dtype=s.dtype))
+            dout = s * (dout - (dout * s).sum(axis=1, keepdims=True, dtype=s.dtype))
         dx, dw, db = ops.dense_backward(
-            np.ascontiguousarray(dout, dtype=self._out.dtype), self._x, self.params["kernel"], self._out, self._op_act,
+            _device.module_of(dout).ascontiguousarray(dout, dtype=self._out.dtype), self._x, self.params["kernel"], self._out, self._op_act,
             need_dx=need_dx, backend=self.backend,
         )
         if self.trainable:
@@ -357,7 +359,7 @@ class Dense(Layer):
 
 
 def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
+    e = _device.module_of(z).exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
@@ -380,8 +382,9 @@ class Dropout(Layer):
         self._keep = None
         if not training or self.rate == 0.0:
             return x, mask
+        # Drawn on the host, the same masks on every device; a GPU model copies the mask over.
         rng = np.random.default_rng(self._rng_key)
-        keep = rng.random(x.shape, dtype=np.float32) >= self.rate
+        keep = _device.to_module(rng.random(x.shape, dtype=np.float32) >= self.rate, _device.module_of(x))
         scale = x.dtype.type(1.0 / (1.0 - self.rate))
         self._keep = keep * scale
         return x * self._keep, mask

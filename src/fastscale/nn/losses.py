@@ -8,13 +8,20 @@ multi-class one.  The model's outputs (``predict``) are still probabilities.  An
 output (``from_logits=False`` on a layer that is not the matching activation) is treated as a
 probability, clipped to ``[1e-7, 1 - 1e-7]`` as Keras does.
 
-``loss(y_true, output, logits)`` returns ``(mean loss as a float, d loss / d output)``.
+``loss(y_true, output, logits)`` returns ``(mean loss, d loss / d output)``: the loss is a
+Python float for NumPy outputs and a 0-d float64 CuPy array for CuPy outputs, so a training
+step on the GPU never waits for the device to read it (``float()`` it when you need it).
+On CuPy the binary cross-entropy from the logit is the same formula as
+``fastscale.bce_with_logits``'s numpy/cupy code, evaluated without the op's read-back of the
+loss and of its target check; ``check_targets`` validates all the targets of a ``fit`` once,
+up front, and ``checked=True`` then skips the per-batch value checks.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import ops
+from . import _device
 
 EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities
 
@@ -29,6 +36,9 @@ class Loss:
     def get_config(self):
         return {"from_logits": self.from_logits}
 
+    def check_targets(self, y_true, units):
+        """Raise ValueError for targets this loss cannot take (all of a fit's targets at once)."""
+
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
@@ -37,68 +47,108 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     head_activation = "sigmoid"
 
-    def __call__(self, y_true, output, logits, backend=None):
+    def __call__(self, y_true, output, logits, backend=None, checked=False):
         y = _targets(y_true, output, "binary_crossentropy")
+        xp = _device.module_of(output)
         if logits:
+            if xp is not np:
+                if not checked:
+                    self.check_targets(y, 1)
+                loss, dz = bce_logits_xp(xp, output.reshape(-1), y.reshape(-1))
+                return loss, dz.reshape(output.shape)
             loss, dz = ops.bce_with_logits(output.reshape(-1), y.reshape(-1), backend=backend)
             return float(loss), dz.reshape(output.shape)
         p = output
         eps = p.dtype.type(EPSILON)
-        pc = np.clip(p, eps, 1 - eps)
-        loss = -np.mean(y * np.log(pc) + (1 - y) * np.log1p(-pc), dtype=np.float64)
+        pc = xp.clip(p, eps, 1 - eps)
+        loss = -(y * xp.log(pc) + (1 - y) * xp.log1p(-pc)).mean(dtype=np.float64)
         inside = (p > eps) & (p < 1 - eps)  # the clip has zero gradient outside
         dp = ((pc - y) / (pc * (1 - pc))) * inside / p.dtype.type(p.size)
-        return float(loss), dp.astype(p.dtype, copy=False)
+        return _host_float(loss), dp.astype(p.dtype, copy=False)
+
+    def check_targets(self, y_true, units):
+        y = y_true
+        if y.size and not (float(y.min()) >= 0.0 and float(y.max()) <= 1.0):  # NaN fails both
+            raise ValueError(f"binary_crossentropy: targets must have values in [0, 1], got the range "
+                             f"[{float(y.min())}, {float(y.max())}]")
 
     @staticmethod
     def probabilities(logits):
-        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(logits.dtype, copy=False)  # overflow-free sigmoid
+        xp = _device.module_of(logits)
+        return (0.5 * (1.0 + xp.tanh(0.5 * logits))).astype(logits.dtype, copy=False)  # overflow-free sigmoid
 
 
 class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     head_activation = "softmax"
 
-    def __call__(self, y_true, output, logits, backend=None):
+    def __call__(self, y_true, output, logits, backend=None, checked=False):
         if output.ndim != 2:
             raise ValueError(f"sparse_categorical_crossentropy: expects outputs of shape (B, classes), got {output.shape}")
         B, K = output.shape
-        y = np.asarray(y_true).reshape(-1)
+        xp = _device.module_of(output)
+        y = _device.as_module(y_true, xp).reshape(-1)
         if y.shape[0] != B:
             raise ValueError(f"sparse_categorical_crossentropy: {y.shape[0]} labels for {B} outputs")
+        if not checked:
+            self.check_targets(y, K)
         if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.mod(y, 1) == 0):
-                raise ValueError("sparse_categorical_crossentropy: labels must be integer class indices")
             y = y.astype(np.int64)
-        if B and (y.min() < 0 or y.max() >= K):
-            raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {K}), got range [{y.min()}, {y.max()}]")
-        rows = np.arange(B)
+        rows = xp.arange(B)
         if logits:
             z = output - output.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+            lse = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
             logp = z - lse
-            loss = -np.mean(logp[rows, y], dtype=np.float64) if B else 0.0
-            d = np.exp(logp)
+            loss = -logp[rows, y].mean(dtype=np.float64) if B else 0.0
+            d = xp.exp(logp)
             d[rows, y] -= 1
             d /= d.dtype.type(max(B, 1))
-            return float(loss), d.astype(output.dtype, copy=False)
+            return _host_float(loss), d.astype(output.dtype, copy=False)
         eps = output.dtype.type(EPSILON)
-        pc = np.clip(output, eps, 1 - eps)
+        pc = xp.clip(output, eps, 1 - eps)
         py = pc[rows, y]
-        loss = -np.mean(np.log(py), dtype=np.float64) if B else 0.0
-        d = np.zeros_like(output)
+        loss = -xp.log(py).mean(dtype=np.float64) if B else 0.0
+        d = xp.zeros_like(output)
         inside = (output[rows, y] > eps) & (output[rows, y] < 1 - eps)
         d[rows, y] = -inside / (py * output.dtype.type(max(B, 1)))
-        return float(loss), d
+        return _host_float(loss), d
+
+    def check_targets(self, y_true, units):
+        y = y_true.reshape(-1)
+        xp = _device.module_of(y)
+        if not np.issubdtype(y.dtype, np.integer):
+            if not bool(xp.all(xp.mod(y, 1) == 0)):
+                raise ValueError("sparse_categorical_crossentropy: labels must be integer class indices")
+            y = y.astype(np.int64)
+        if y.size and (y.min() < 0 or y.max() >= units):
+            raise ValueError(f"sparse_categorical_crossentropy: labels must be in [0, {units}), got range [{y.min()}, {y.max()}]")
 
     @staticmethod
     def probabilities(logits):
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        e = _device.module_of(logits).exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
 
+def bce_logits_xp(xp, z, y):
+    """``(mean loss as a 0-d float64 array, dlogits)``: ``fastscale.bce_with_logits``'s
+    numpy/cupy formula for 1-D logits and checked targets, with the loss left in ``xp`` (no
+    read-back on a GPU)."""
+    with np.errstate(all="ignore"):  # numpy (tests): a diverging run is reported by fit, once
+        e = xp.exp(-xp.abs(z))
+        n = z.size
+        loss = (xp.maximum(z, 0) - z * y + xp.log1p(e)).sum(dtype=np.float64) / n
+        dz = (xp.where(z >= 0, 1 / (1 + e), e / (1 + e)) - y) / z.dtype.type(n)
+    return loss, dz
+
+
+def _host_float(v):
+    """A float for numpy results; a 0-d device array stays on the device."""
+    return v if _device.is_cupy(v) else float(v)
+
+
+
 def _targets(y_true, output, name):
-    y = np.asarray(y_true)
+    y = _device.as_module(y_true, _device.module_of(output))
     if y.size != output.size:
         raise ValueError(f"{name}: targets of shape {y.shape} do not match outputs of shape {output.shape}")
     return y.reshape(output.shape).astype(output.dtype, copy=False)

@@ -6,10 +6,16 @@ the epoch (``result``).  ``"accuracy"`` resolves, as in Keras, to binary accurac
 sparse_categorical_crossentropy.  AUC is the exact ROC AUC (Mann-Whitney, ties counted
 half) over the epoch's predictions, macro-averaged one-vs-rest for several classes; Keras
 approximates the same quantity with 200 thresholds.
+
+Metrics accumulate in the array module of the probabilities: on a GPU the counts stay on the
+device (no read-back per batch) and ``result`` reads them once; AUC keeps the epoch's
+predictions on the device and ranks them on the host once, in ``result``.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from . import _device
 
 
 class Metric:
@@ -35,18 +41,20 @@ class BinaryAccuracy(Metric):
         self.total = 0
 
     def update(self, y_true, probs):
-        y = np.asarray(y_true).reshape(probs.shape)
-        self.correct += int(np.count_nonzero((probs > self.threshold) == (y > 0.5)))
+        xp = _device.module_of(probs)
+        y = _device.as_module(y_true, xp).reshape(probs.shape)
+        self.correct = self.correct + xp.count_nonzero((probs > self.threshold) == (y > 0.5))  # on the device
         self.total += probs.size
 
     def result(self):
-        return self.correct / self.total if self.total else 0.0
+        return int(self.correct) / self.total if self.total else 0.0
 
 
 class SparseCategoricalAccuracy(BinaryAccuracy):
     def update(self, y_true, probs):
-        y = np.asarray(y_true).reshape(-1)
-        self.correct += int(np.count_nonzero(np.argmax(probs, axis=1) == y))
+        xp = _device.module_of(probs)
+        y = _device.as_module(y_true, xp).reshape(-1)
+        self.correct = self.correct + xp.count_nonzero(probs.argmax(axis=1) == y)
         self.total += y.shape[0]
 
 
@@ -59,14 +67,15 @@ class AUC(Metric):
         self._y, self._p = [], []
 
     def update(self, y_true, probs):
-        self._y.append(np.asarray(y_true).reshape(-1))
+        self._y.append(_device.as_module(y_true, _device.module_of(probs)).reshape(-1))
         self._p.append(probs.reshape(probs.shape[0], -1))
 
     def result(self):
         if not self._p:
             return 0.0
-        p = np.concatenate(self._p)
-        y = np.concatenate(self._y)
+        xp = _device.module_of(self._p[0])
+        p = _device.to_host(xp.concatenate(self._p))  # one read-back per epoch on a GPU
+        y = _device.to_host(xp.concatenate(self._y))
         if p.shape[1] == 1:
             return roc_auc(y > 0.5, p.reshape(-1))
         y = y.astype(np.int64)
@@ -91,6 +100,7 @@ def roc_auc(positive, scores) -> float:
     avg = (starts + ends + 1) / 2.0  # 1-based mean rank of each tie group
     ranks[order] = np.repeat(avg, ends - starts)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
 
 
 def get(identifier, loss_name: str) -> Metric:

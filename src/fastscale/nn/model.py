@@ -11,6 +11,16 @@ epoch ``e`` from ``(seed, e)`` and Dropout masks from ``(seed, layer, step)``, w
 and ``step`` count all epochs / updates the model has ever done.  So a model saved after
 epoch 1, loaded and trained one more epoch ends bitwise equal to one trained 2 epochs in a
 row.
+
+Devices: ``compile(device="gpu")`` keeps the parameters, the optimizer's slots, the gradient
+buffers, the activations and the data on a GPU as CuPy arrays for the whole of ``fit`` (NumPy
+inputs are copied to the device once, before the first epoch, never per batch); CuPy inputs
+move a model compiled with ``device=None`` (the default) there by themselves.  ``predict``
+returns arrays of the model's module; ``evaluate`` and the history hold Python floats.  On a
+GPU a training step reads nothing back from the device: the losses and metrics accumulate
+there and are read once per epoch (and at each refresh of a terminal progress bar), so a
+non-finite loss is reported at the end of its epoch, naming its step, not before the step
+updates the weights as on the host (see ``fit``).
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import warnings
 import numpy as np
 
 from .. import optim as _optim
+from . import _device
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
@@ -37,19 +48,26 @@ class TrainingDivergedError(FloatingPointError):
 
 # ---------------------------------------------------------------------------- inputs
 class _Inputs:
-    """The samples of ``x`` in one of the accepted forms, sliceable into batches."""
+    """The samples of ``x`` in one of the accepted forms, sliceable into batches.
+
+    The arrays are numpy or cupy (``xp``), as ``x`` came; ``to(xp)`` copies them once.  CSR
+    offsets are also kept on the host (``hoff``, the same array for numpy) so that slicing a
+    batch out of device-resident bags never reads anything back from the device."""
 
     def __init__(self, x, who="fit"):
         self.csr = None
         self.arr = None
+        self.hoff = None
         if isinstance(x, tuple) and len(x) == 2:
-            ids, offsets = (np.asarray(a) for a in x)
+            xp = _device.module_of(x[0] if _device.is_cupy(x[0]) else x[1])
+            ids, offsets = (_device.as_module(a, xp) for a in x)
             if ids.ndim != 1 or offsets.ndim != 1 or offsets.shape[0] < 1:
                 raise ValueError(f"{who}: CSR bags (ids, offsets) need 1-D ids and 1-D offsets of length N+1, got shapes "
                                  f"{ids.shape} and {offsets.shape}")
             self.csr = (_as_ids(ids, who, "ids"), offsets.astype(np.int64, copy=False))
             self.n = offsets.shape[0] - 1
         elif isinstance(x, list) and (not x or not np.isscalar(x[0])):
+            xp = np
             lengths = np.fromiter((len(s) for s in x), np.int64, len(x))
             offsets = np.zeros(len(x) + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
@@ -57,18 +75,33 @@ class _Inputs:
             self.csr = (ids, offsets)
             self.n = len(x)
         else:
-            arr = np.asarray(x)
+            xp = _device.module_of(x)
+            arr = _device.as_module(x, xp)
             if arr.ndim != 2:
                 raise ValueError(f"{who}: x must be 2-D (samples, tokens or features), CSR (ids, offsets) or a list of "
                                  f"sequences, got an array of shape {arr.shape}")
             if np.issubdtype(arr.dtype, np.integer):
                 arr = _as_ids(arr, who, "x")
             elif np.issubdtype(arr.dtype, np.floating):
-                arr = np.ascontiguousarray(arr, dtype=np.float32)
+                arr = xp.ascontiguousarray(arr, dtype=np.float32)
             else:
                 raise TypeError(f"{who}: x must hold integer ids or floats, got dtype {arr.dtype}")
-            self.arr = np.ascontiguousarray(arr)
+            self.arr = xp.ascontiguousarray(arr)
             self.n = arr.shape[0]
+        self.xp = xp
+        if self.csr is not None:
+            self.hoff = _device.to_host(self.csr[1])  # one read-back for bags given on the device
+
+    @classmethod
+    def _make(cls, xp, n, arr=None, csr=None, hoff=None):
+        new = object.__new__(cls)
+        new.xp, new.n, new.arr, new.csr = xp, n, arr, csr
+        new.hoff = csr[1] if csr is not None and xp is np else hoff
+        return new
+
+    @property
+    def on_gpu(self):
+        return self.xp is not np
 
     @property
     def shape(self):
@@ -77,6 +110,14 @@ class _Inputs:
     @property
     def is_ids(self):
         return self.csr is not None or np.issubdtype(self.arr.dtype, np.integer)
+
+    def to(self, xp):
+        """These inputs as arrays of ``xp`` (copied once; self when they are already)."""
+        if xp is self.xp:
+            return self
+        if self.arr is not None:
+            return _Inputs._make(xp, self.n, arr=_device.to_module(self.arr, xp))
+        return _Inputs._make(xp, self.n, csr=tuple(_device.to_module(a, xp) for a in self.csr), hoff=self.hoff)
 
     def take(self, idx):
         if self.arr is not None:
@@ -91,20 +132,42 @@ class _Inputs:
         pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(starts - new_off[:-1], ends - starts)
         return ids[pos], new_off
 
+    def permuted(self, order):
+        """All samples in the host permutation ``order``, as new inputs of the same module: on
+        a GPU one gather per epoch, so the batches are then plain slices (``take`` per batch
+        would read bag boundaries back from the device every step)."""
+        xp = self.xp
+        o = xp.asarray(order)
+        if self.arr is not None:
+            return _Inputs._make(xp, self.n, arr=self.arr[o])
+        ids, _off = self.csr
+        h = self.hoff
+        hnew = np.zeros(self.n + 1, np.int64)
+        np.cumsum((h[1:] - h[:-1])[order], out=hnew[1:])
+        total = int(hnew[-1])
+        new_off = xp.asarray(hnew)
+        if total:
+            # Output id j belongs to bag b = the last with new_off[b] <= j, at rank j - new_off[b].
+            j = xp.arange(total, dtype=np.int64)
+            bag = xp.searchsorted(new_off, j, side="right") - 1
+            pos = j - new_off[bag] + xp.asarray(h[:-1][order])[bag]
+            new_ids = ids[pos]
+        else:
+            new_ids = ids[:0]
+        return _Inputs._make(xp, self.n, csr=(new_ids, new_off), hoff=hnew)
+
     def slice(self, start, stop):
         if self.arr is not None:
             return self.arr[start:stop]
         ids, off = self.csr
-        return ids[off[start] : off[stop]], off[start : stop + 1] - off[start]
+        h = self.hoff  # bounds from the host copy: no read-back on a GPU
+        return ids[h[start] : h[stop]], off[start : stop + 1] - off[start]
 
     def subset(self, start, stop):
-        new = object.__new__(_Inputs)
-        new.arr, new.csr, new.n = None, None, stop - start
         if self.arr is not None:
-            new.arr = self.arr[start:stop]
-        else:
-            new.csr = self.slice(start, stop)
-        return new
+            return _Inputs._make(self.xp, stop - start, arr=self.arr[start:stop])
+        h = self.hoff
+        return _Inputs._make(self.xp, stop - start, csr=self.slice(start, stop), hoff=h[start : stop + 1] - h[start])
 
     def as_bags(self, V):
         """Padded ids as CSR bags of their non-zero ids, or self when that cannot be done.
@@ -119,20 +182,20 @@ class _Inputs:
             return self
         if int(a.min()) < 0 or int(a.max()) >= V:
             return self
+        xp = self.xp
         keep = a != 0
-        new = object.__new__(_Inputs)
-        off = np.zeros(a.shape[0] + 1, np.int64)
-        np.cumsum(np.count_nonzero(keep, axis=1), out=off[1:])
-        new.arr, new.csr, new.n = None, (a[keep], off), self.n
-        return new
+        off = xp.zeros(a.shape[0] + 1, np.int64)
+        xp.cumsum(xp.count_nonzero(keep, axis=1), out=off[1:])
+        return _Inputs._make(xp, self.n, csr=(a[keep], off), hoff=_device.to_host(off))
 
     @staticmethod
-    def tokens(batch) -> int:
-        """Real (non-padding) tokens in a batch, for tokens/s."""
+    def tokens(batch):
+        """Real (non-padding) tokens in a batch, for tokens/s (a device scalar for padded ids
+        on a GPU, so that counting never waits for the device)."""
         if isinstance(batch, tuple):
             return int(batch[0].shape[0])
         if np.issubdtype(batch.dtype, np.integer):
-            return int(np.count_nonzero(batch))
+            return _device.module_of(batch).count_nonzero(batch)
         return int(batch.shape[0])
 
 
@@ -141,7 +204,7 @@ def _as_ids(a, who, name):
         raise TypeError(f"{who}: {name} must hold integer ids, got dtype {a.dtype}")
     if a.dtype not in (np.int32, np.int64):
         a = a.astype(np.int64)
-    return np.ascontiguousarray(a)
+    return _device.module_of(a).ascontiguousarray(a)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -172,6 +235,9 @@ class Sequential:
         self._input_shape = None
         self._fuse = True
         self._backend = None
+        self._device = None  # "cpu", "gpu", or None: where the inputs are
+        self._xp = np  # the array module the weights live in
+        self._loss_kw = {}
         for layer in layers or []:
             self.add(layer)
 
@@ -189,16 +255,33 @@ class Sequential:
             raise ValueError(f"Sequential.add: duplicate layer name {layer.name!r}")
         self.layers.append(layer)
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, *, seed=None, backend=None, fuse=True):
+    def compile(self, optimizer="adam", loss=None, metrics=None, *, seed=None, backend=None, fuse=True, device=None):
         """``optimizer``: an ``fastscale.optim`` optimizer or its name; ``loss``:
         ``"binary_crossentropy"`` / ``"sparse_categorical_crossentropy"`` or a Loss;
         ``metrics``: ``"accuracy"``, ``"auc"``.  ``seed`` fixes the initial weights and the
         training randomness; ``backend`` is passed to every op; ``fuse=False`` runs
-        Embedding and pooling as separate layers (slower; for testing)."""
+        Embedding and pooling as separate layers (slower; for testing).
+
+        ``device``: ``"gpu"`` keeps weights, optimizer state and data on the GPU as CuPy
+        arrays (a built model is moved there now; NumPy inputs are copied there once per
+        ``fit`` / ``evaluate`` / ``predict``); ``"cpu"`` keeps everything in NumPy (CuPy inputs
+        are then a TypeError); ``None`` (default) starts on the host and moves to the GPU
+        when CuPy inputs arrive.  ``backend="cuda"`` or ``"cupy"`` implies ``"gpu"``.
+        ``device="gpu"`` without a usable GPU backend raises BackendUnavailableError."""
         if loss is None:
             raise ValueError("compile: a loss is required ('binary_crossentropy' or 'sparse_categorical_crossentropy')")
         if not self.layers:
             raise ValueError("compile: the model has no layers")
+        from .._backends import CUPY_ORDER, NUMPY_ORDER
+
+        _device.check_device(device, "compile")
+        if backend in CUPY_ORDER or backend in NUMPY_ORDER:
+            host = backend in NUMPY_ORDER
+            if device == ("gpu" if host else "cpu"):
+                raise ValueError(f"compile: backend {backend!r} runs on the {'host' if host else 'GPU'}, "
+                                 f"not on device={device!r}")
+            device = device or (None if host else "gpu")
+        xp = None if device is None else _device.module_for(device, "compile")  # raises before any change
         self.optimizer = _optim.get(optimizer)
         self.loss = _losses.get(loss)
         self.metrics = [_metrics.get(m, self.loss.name) for m in (metrics or [])]
@@ -208,17 +291,12 @@ class Sequential:
             self._seed = _check_seed(seed, "compile")
         self._backend = backend
         self._fuse = bool(fuse)
+        self._device = device
         self.optimizer.backend = backend
-        opt = self.optimizer
-        sparse = isinstance(opt, _optim.Adam) and opt.lazy or (isinstance(opt, _optim.SGD) and opt.momentum == 0)
-        # Dense (Keras) Adam on the cpp backend also takes the table's gradient as SparseRows:
-        # adam_step then updates every row without a (V, D) gradient -- the same numbers,
-        # bitwise, with less memory traffic.  The other backends would only densify it again.
-        sparse = sparse or isinstance(opt, _optim.Adam) and _resolved_backend(backend) == "cpp"
         for layer in self.layers:
             layer.backend = backend
-            if isinstance(layer, (Embedding, EmbeddingBag)):
-                layer.sparse_grad = bool(sparse)
+        self._place(xp or self._xp)
+        self._configure_grads()
         last = self.layers[-1]
         # Work from the logit when the head's activation matches the loss (stable, and cheaper).
         self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense)
@@ -226,6 +304,55 @@ class Sequential:
         self._loss_logits = self.loss.from_logits or self._ask_logits
         self.compiled = True
         self._make_stages()
+
+    def _configure_grads(self):
+        opt = self.optimizer
+        sparse = isinstance(opt, _optim.Adam) and opt.lazy or (isinstance(opt, _optim.SGD) and opt.momentum == 0)
+        # Dense (Keras) Adam on the cpp backend also takes the table's gradient as SparseRows:
+        # adam_step then updates every row without a (V, D) gradient -- the same numbers,
+        # bitwise, with less memory traffic.  The other backends would only densify it again
+        # (and on a GPU the sparse backward reads its row count back every step).
+        sparse = sparse or isinstance(opt, _optim.Adam) and self._xp is np and _resolved_backend(self._backend) == "cpp"
+        for layer in self.layers:
+            if isinstance(layer, (Embedding, EmbeddingBag)):
+                layer.sparse_grad = bool(sparse)
+
+    def _place(self, xp):
+        """Keep the weights, gradient buffers and optimizer slots as arrays of ``xp``."""
+        if xp is not self._xp:
+            for layer in self.layers:
+                layer.params = {k: _device.to_module(p, xp) for k, p in layer.params.items()}
+                layer.grads = {}
+                if hasattr(layer, "_grad_buf"):
+                    layer._grad_buf = None
+            self._xp = xp
+            # On a GPU the targets are checked once per call, up front (_device_targets).
+            self._loss_kw = {} if xp is np else {"checked": True}
+            if self.compiled:
+                self._configure_grads()
+            self._make_stages()
+        opt = self.optimizer
+        if opt is not None:
+            opt.slots = {k: {s: _device.to_module(a, xp) for s, a in d.items()} for k, d in opt.slots.items()}
+
+    def _data_module(self, on_gpu, who):
+        """The array module for a call whose data is (``on_gpu``) or is not on a GPU: the
+        model's, after moving it to the GPU when CuPy data comes to a model with device=None."""
+        if on_gpu and self._xp is np:
+            if self._device == "cpu":
+                raise TypeError(f"{who}: the model was compiled with device='cpu' but got CuPy arrays; pass NumPy "
+                                "arrays or compile(device='gpu') (fastscale never moves data between host and device "
+                                "behind your back)")
+            self._place(sys.modules["cupy"])
+        return self._xp
+
+    def _device_targets(self, y, who):
+        """``y`` on the model's device; there, every target is checked once, up front, so that
+        the loss checks nothing per batch (a check reads a value back from the device)."""
+        y = _device.to_module(y, self._xp)
+        if self._xp is not np:
+            self.loss.check_targets(y, self.output_shape[-1])
+        return y
 
     def build(self, input_shape=None):
         """Create the weights.  ``input_shape`` is ``(None, T)`` for ids, ``(None, F)`` for features;
@@ -247,6 +374,8 @@ class Sequential:
         for layer in self.layers:
             layer.build(shape, rng, self.dtype)
             shape = layer.compute_output_shape(shape)
+            if self._xp is not np:  # drawn on the host (the same weights as there), then copied
+                layer.params = {k: _device.to_module(p, self._xp) for k, p in layer.params.items()}
         self.built = True
         self._make_stages()
 
@@ -306,6 +435,12 @@ class Sequential:
         before that step updates anything (checkpoints already written stay as they are);
         ``on_divergence="warn"`` instead warns (RuntimeWarning), stops training and returns the
         history so far, the weights being those from before the diverging step.
+
+        On a GPU (``compile(device="gpu")`` or CuPy inputs) the loss stays on the device and is
+        read once per epoch, so the error comes at the end of the diverging epoch (naming the
+        first non-finite step) and the weights then hold that step's and the later updates;
+        with ``on_divergence="warn"`` they are put back to those of the start of that epoch
+        (a copy of the weights and optimizer state is kept on the device for it).
         """
         self._require_compiled("fit")
         if on_divergence not in ("raise", "warn"):
@@ -319,11 +454,13 @@ class Sequential:
         inputs = _Inputs(x, "fit")
         y = _targets(y, inputs.n, "fit")
         val = None
+        on_gpu = inputs.on_gpu or _device.is_cupy(y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
             vin = _Inputs(validation_data[0], "fit(validation_data)")
             val = (vin, _targets(validation_data[1], vin.n, "fit(validation_data)"))
+            on_gpu = on_gpu or vin.on_gpu or _device.is_cupy(val[1])
         elif validation_split:
             vs = float(validation_split)
             if not 0.0 < vs < 1.0:
@@ -335,14 +472,19 @@ class Sequential:
             inputs, y = inputs.subset(0, split), y[:split]
         if inputs.n == 0:
             raise ValueError("fit: no training samples")
+        xp = self._data_module(on_gpu, "fit")
         self.build(inputs.shape)
         st = self._stages[0]
         if isinstance(st, _FusedEmbeddingPool) and st.emb.mask_zero:
             inputs = inputs.as_bags(st.emb.input_dim)
             if val is not None:
                 val = (val[0].as_bags(st.emb.input_dim), val[1])
+        # To the model's device once, before the first epoch (no-ops on the host).
+        inputs, y = inputs.to(xp), self._device_targets(y, "fit")
+        if val is not None:
+            val = (val[0].to(xp), self._device_targets(val[1], "fit(validation_data)"))
         train_seed = seed if seed is not None else self._seed
-        plan = _FusedStep.make(self, inputs, y)
+        plan = _FusedStep.make(self, inputs, y) if xp is np else None  # the fused step is the host's
 
         history = _callbacks.History()
         cbs = [history] + list(callbacks or [])
@@ -360,13 +502,19 @@ class Sequential:
         for epoch in range(epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
+            # On a GPU a divergence is seen only at the end of its epoch: "warn" keeps a copy.
+            snap = self._state_copy() if xp is not np and on_divergence == "warn" else None
             try:
                 logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode, plan)
             except TrainingDivergedError as e:
                 if on_divergence == "raise":
                     raise
-                warnings.warn(f"{e}; training stopped with the weights from before that step", RuntimeWarning,
-                              stacklevel=2)
+                if snap is not None:
+                    self._state_restore(snap)
+                    weights = "from the start of that epoch (on the GPU the loss is checked once per epoch)"
+                else:
+                    weights = "from before that step"
+                warnings.warn(f"{e}; training stopped with the weights {weights}", RuntimeWarning, stacklevel=2)
                 self.stop_training = True
                 break
             if val is not None:
@@ -386,7 +534,15 @@ class Sequential:
 
     def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None):
         n = inputs.n
+        xp = self._xp
         order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
+        losses = None
+        if xp is not np:
+            # The shuffle drawn on the host (the same as there), applied as one gather on the
+            # device; the batches are then slices, and each step's loss lands in `losses`.
+            if order is not None:
+                inputs, y, order = inputs.permuted(order), y[xp.asarray(order)], None
+            losses = xp.empty(steps, np.float64)
         for m in self.metrics:
             m.reset()
         acc = next((m for m in self.metrics if m.name == "accuracy"), None)
@@ -395,54 +551,85 @@ class Sequential:
         t0 = time.perf_counter()
         bar = _bar(mode, steps, epoch, epochs)
         try:
-            for s in range(steps):
-                lo, hi = s * batch_size, min(n, (s + 1) * batch_size)
-                if order is None:
-                    xb, yb = inputs.slice(lo, hi), y[lo:hi]
-                else:
-                    idx = order[lo:hi]
-                    xb, yb = inputs.take(idx), y[idx]
-                where = f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps}"
-                if plan is not None:
-                    loss, z = plan.step(xb[0], xb[1], plan.y[lo:hi] if order is None else plan.y[idx], where)
-                else:
-                    loss, z = self._step(xb, yb, where)
-                total_loss += loss * (hi - lo)
-                tokens += _Inputs.tokens(xb)
-                if self.metrics:
-                    p = self._probs(z)
-                    for m in self.metrics:
-                        m.update(yb, p)
-                if bar is not None:
-                    bar.update(1)
-                    if s % 8 == 0 or s == steps - 1:
-                        dt = time.perf_counter() - t0
-                        post = {"loss": f"{total_loss / hi:.4f}"}  # hi = samples seen so far
-                        if acc is not None:
-                            post["accuracy"] = f"{acc.result():.4f}"
-                        post["tok/s"] = f"{tokens / max(dt, 1e-9):.3g}"
-                        bar.set_postfix(post, refresh=False)
+            with _device.deferred_checks(xp):
+                for s in range(steps):
+                    lo, hi = s * batch_size, min(n, (s + 1) * batch_size)
+                    if order is None:
+                        xb, yb = inputs.slice(lo, hi), y[lo:hi]
+                    else:
+                        idx = order[lo:hi]
+                        xb, yb = inputs.take(idx), y[idx]
+                    where = f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps}"
+                    if plan is not None:
+                        loss, z = plan.step(xb[0], xb[1], plan.y[lo:hi] if order is None else plan.y[idx], where)
+                    else:
+                        loss, z = self._step(xb, yb, where, sync=losses is None)
+                    if losses is not None:
+                        losses[s] = loss
+                    total_loss += loss * (hi - lo)  # a device scalar on a GPU
+                    tokens += _Inputs.tokens(xb)
+                    if self.metrics:
+                        p = self._probs(z)
+                        for m in self.metrics:
+                            m.update(yb, p)
+                    if bar is not None:
+                        bar.update(1)
+                        if s % 8 == 0 or s == steps - 1:  # on a GPU, a read-back per refresh
+                            dt = time.perf_counter() - t0
+                            post = {"loss": f"{float(total_loss) / hi:.4f}"}  # hi = samples seen so far
+                            if acc is not None:
+                                post["accuracy"] = f"{acc.result():.4f}"
+                            post["tok/s"] = f"{int(tokens) / max(dt, 1e-9):.3g}"
+                            bar.set_postfix(post, refresh=False)
+            total_loss = float(total_loss)  # on a GPU: the epoch's read-back, waiting for its last step
         finally:
             if bar is not None:
                 bar.close()
+        if losses is not None and not math.isfinite(total_loss):
+            self._diverged(losses, epoch, epochs, steps)
         dt = time.perf_counter() - t0
+        tokens = int(tokens)
         logs = {"loss": total_loss / n}
         for m in self.metrics:
             logs[m.name] = m.result()
         self._last_epoch_stats = {"seconds": dt, "tokens": tokens, "tokens_per_s": tokens / max(dt, 1e-9)}
         return logs
 
-    def _step(self, xb, yb, where):
+    def _diverged(self, losses, epoch, epochs, steps):
+        """Raise TrainingDivergedError for the first non-finite loss of an epoch on a GPU."""
+        host = _device.to_host(losses)
+        bad = np.flatnonzero(~np.isfinite(host))
+        s = int(bad[0]) if bad.size else steps - 1
+        update = self.optimizer.step - steps + s + 1
+        raise TrainingDivergedError(
+            f"fit: the loss became {host[s]} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps} (update {update} of "
+            "this model; on the GPU the loss is checked at the end of the epoch, so the weights hold that step's and "
+            "the later updates); lower the learning rate or check the inputs for NaN/inf"
+        )
+
+    def _state_copy(self):
+        opt = self.optimizer
+        return ([{k: p.copy() for k, p in layer.params.items()} for layer in self.layers], opt.get_state())
+
+    def _state_restore(self, snap):
+        weights, state = snap
+        for layer, saved in zip(self.layers, weights):
+            for k, p in layer.params.items():
+                p[...] = saved[k]
+        self.optimizer.set_state(state)
+
+    def _step(self, xb, yb, where, sync=True):
         """One update: forward, loss, backward, optimizer; returns (loss, head output).  A
-        non-finite loss raises before anything is updated (``where`` names the step)."""
+        non-finite loss raises before anything is updated (``where`` names the step); on a GPU
+        with ``sync=False`` the loss is not read back (nor checked) here."""
         # A diverging run is reported once, by the check below, not by NumPy warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             z = self._forward(xb, training=True, logits=self._ask_logits)
-            loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend)
-        if not math.isfinite(loss):
+            loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
+        if sync and not math.isfinite(loss):
             raise TrainingDivergedError(
-                where.format(loss) + f" (update {self.optimizer.step + 1} of this model); lower the learning rate or "
-                "check the inputs for NaN/inf"
+                where.format(float(loss)) + f" (update {self.optimizer.step + 1} of this model); lower the learning "
+                "rate or check the inputs for NaN/inf"
             )
         self._backward(dz)
         self.optimizer.apply(self._params_and_grads())
@@ -456,9 +643,12 @@ class Sequential:
         y = _targets(y, inputs.n, "train_on_batch")
         if inputs.n == 0:
             raise ValueError("train_on_batch: no samples")
+        xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "train_on_batch")
         self.build(inputs.shape)
+        inputs, y = inputs.to(xp), self._device_targets(y, "train_on_batch")
         xb = inputs.csr if inputs.csr is not None else inputs.arr
-        loss, z = self._step(xb, y, "train_on_batch: the loss became {}")
+        with _device.deferred_checks(xp):
+            loss, z = self._step(xb, y, "train_on_batch: the loss became {}")  # reads the loss back: it is returned
         logs = {"loss": float(loss)}
         if self.metrics:
             p = self._probs(z)
@@ -475,16 +665,18 @@ class Sequential:
         for m in self.metrics:
             m.reset()
         total = 0.0
-        for lo in range(0, inputs.n, batch_size):
-            hi = min(inputs.n, lo + batch_size)
-            xb, yb = inputs.slice(lo, hi), y[lo:hi]
-            z = self._forward(xb, training=False, logits=self._ask_logits)
-            loss, _ = self.loss(yb, z, self._loss_logits, backend=self._backend)
-            total += loss * (hi - lo)
-            if self.metrics:
-                p = self._probs(z)
-                for m in self.metrics:
-                    m.update(yb, p)
+        with _device.deferred_checks(self._xp):
+            for lo in range(0, inputs.n, batch_size):
+                hi = min(inputs.n, lo + batch_size)
+                xb, yb = inputs.slice(lo, hi), y[lo:hi]
+                z = self._forward(xb, training=False, logits=self._ask_logits)
+                loss, _ = self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
+                total += loss * (hi - lo)  # a device scalar on a GPU
+                if self.metrics:
+                    p = self._probs(z)
+                    for m in self.metrics:
+                        m.update(yb, p)
+            total = float(total)
         logs = {"loss": total / max(inputs.n, 1)}
         for m in self.metrics:
             logs[m.name] = m.result()
@@ -496,7 +688,9 @@ class Sequential:
         batch_size = _check_batch(batch_size, "evaluate")
         inputs = _Inputs(x, "evaluate")
         y = _targets(y, inputs.n, "evaluate")
+        xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "evaluate")
         self.build(inputs.shape)
+        inputs, y = inputs.to(xp), self._device_targets(y, "evaluate")
         t0 = time.perf_counter()
         logs = self._evaluate(inputs, y, batch_size)
         if _progress_mode(verbose):
@@ -508,22 +702,28 @@ class Sequential:
         return vals[0] if len(vals) == 1 else vals
 
     def predict(self, x, batch_size=None, verbose=0):
-        """The model's outputs: probabilities ``(N, 1)`` (sigmoid head) or ``(N, classes)`` (softmax)."""
+        """The model's outputs: probabilities ``(N, 1)`` (sigmoid head) or ``(N, classes)``
+        (softmax), as NumPy arrays, or CuPy arrays for a model on the GPU."""
         batch_size = _check_batch(batch_size, "predict")
         inputs = _Inputs(x, "predict")
+        xp = self._data_module(inputs.on_gpu, "predict")
         self.build(inputs.shape)
+        inputs = inputs.to(xp)
         outs = []
-        for lo in range(0, inputs.n, batch_size):
-            outs.append(self._forward(inputs.slice(lo, min(inputs.n, lo + batch_size)), training=False, logits=False))
+        with _device.deferred_checks(xp):
+            for lo in range(0, inputs.n, batch_size):
+                outs.append(self._forward(inputs.slice(lo, min(inputs.n, lo + batch_size)), training=False,
+                                          logits=False))
         if not outs:
-            return np.zeros((0,) + tuple(self.output_shape[1:]), self.dtype)
-        return np.concatenate(outs)
+            return xp.zeros((0,) + tuple(self.output_shape[1:]), self.dtype)
+        return xp.concatenate(outs)
 
     def __call__(self, x):
         return self.predict(x, batch_size=max(1, _Inputs(x, "call").n))
 
     # -- weights
     def get_weights(self):
+        """Copies of the weights, in the model's array module (CuPy for a model on the GPU)."""
         return [p.copy() for layer in self.layers for p in layer.params.values()]
 
     def set_weights(self, weights):
@@ -644,7 +844,7 @@ def _check_batch(batch_size, who):
 def _targets(y, n, who):
     if y is None:
         raise ValueError(f"{who}: targets y are required")
-    y = np.asarray(y)
+    y = y if _device.is_cupy(y) else np.asarray(y)
     if y.shape[0] != n:
         raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0]}")
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):

@@ -16,6 +16,9 @@ The file is written to a temporary file in the same folder, fsynced, renamed ove
 Reading checks, in order: the magic (not a fastscale model), the version (written by a newer
 fastscale), the lengths (truncated or trailing data) and the checksum (corrupted); each raises
 ``ValueError`` naming the file.
+
+A model on the GPU is written from host copies of its arrays (one device-to-host copy each);
+``load_model`` rebuilds it on the host (NumPy) unless asked for ``device="gpu"``.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import struct
 import tempfile
 
 import numpy as np
+
+from . import _device
 
 MAGIC = b"FSCALE\x00\x01"
 FORMAT_VERSION = 1
@@ -48,14 +53,14 @@ def save_model(model, path, *, include_optimizer=True) -> None:
     if model.built:
         for layer in model.layers:
             for k, p in layer.params.items():
-                arrays[f"weights/{layer.name}/{k}"] = p
+                arrays[f"weights/{layer.name}/{k}"] = _device.to_host(p)
     compile_cfg = None
     if model.compiled:
         opt = model.optimizer
         state = opt.get_state() if include_optimizer else {"step": 0, "slots": {}}
         for key, slots in state["slots"].items():
             for sname, a in slots.items():
-                arrays[f"optimizer/{key}/{sname}"] = a
+                arrays[f"optimizer/{key}/{sname}"] = _device.to_host(a)
         compile_cfg = {
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(), "step": state["step"],
                           "slots": {k: sorted(v) for k, v in state["slots"].items()}},
@@ -239,14 +244,20 @@ def read_file(path):
     return header, arrays
 
 
-def load_model(path, compile=True):
+def load_model(path, compile=True, device=None):
     """Rebuild a :class:`Sequential` saved with ``model.save(path)``: architecture, weights, and
     (``compile=True``) optimizer, loss, metrics and optimizer state, so ``fit`` resumes exactly;
-    the tokenizer comes back as ``model.tokenizer``."""
+    the tokenizer comes back as ``model.tokenizer``.
+
+    The model comes back on the host (NumPy arrays, compiled with ``device=None``: CuPy inputs
+    still move it to the GPU), whatever device it was saved from; ``device="gpu"`` puts it on
+    the GPU (as ``compile(device="gpu")``), ``"cpu"`` pins it to the host."""
     from .. import optim
     from . import layers as L
     from .model import Sequential
 
+    _device.check_device(device, "load_model")
+    xp = np if device is None else _device.module_for(device, "load_model")  # fail before reading
     header, arrays = read_file(path)
     where = f"load_model: {os.fspath(path)!r}"
     try:
@@ -271,6 +282,8 @@ def load_model(path, compile=True):
             opt.set_state({"step": int(oc["step"]), "slots": slots})
     except (KeyError, TypeError) as e:
         raise ValueError(f"{where}: inconsistent model file ({type(e).__name__}: {e})") from None
+    model._device = device
+    model._place(xp)
     if header.get("tokenizer") is not None:
         from .. import text  # only when a tokenizer was saved: the model itself needs no text code
 

@@ -1,0 +1,370 @@
+"""The training stack on a GPU (CuPy arrays end to end), and its device API on the host.
+
+The GPU tests are parametrised over the GPU backends and skip with their reason where none
+is usable.  The host tests cover the API (``device=``) and run the model's device path with
+numpy under another name (``_NumpyAsDevice``): the loop then takes every device branch
+(per-epoch gather, losses left unread until the epoch ends, deferred checks, targets checked
+up front, dense table gradients) while the arrays stay on the host, so its result must be
+bitwise the host path's.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from fastscale import BackendUnavailableError, _backends, nn, optim
+from fastscale.nn import _device, losses
+from fastscale.nn.model import _Inputs
+
+from .data import binary, sequences
+
+GPU_BACKENDS = ("cuda", "cupy")
+
+
+@pytest.fixture(params=GPU_BACKENDS)
+def gpu_backend(request):
+    name = request.param
+    reason = _backends.status(name)
+    if reason is not None:
+        pytest.skip(f"backend {name!r} unavailable: {reason}")
+    return name
+
+
+def _origin(V=200, mask_zero=True, dropout=0.0):
+    layers = [nn.Embedding(V, 16, mask_zero=mask_zero), nn.GlobalAveragePooling1D(), nn.Dense(8, activation="relu")]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(layers + [nn.Dense(1, activation="sigmoid")])
+
+
+def _compiled(lazy=False, lr=1e-2, metrics=("accuracy",), **kw):
+    m = _origin(mask_zero=kw.pop("mask_zero", True), dropout=kw.pop("dropout", 0.0))
+    m.compile(optimizer=optim.Adam(learning_rate=lr, lazy=lazy), loss="binary_crossentropy", metrics=list(metrics),
+              seed=3, **kw)
+    return m
+
+
+# ---------------------------------------------------------------------------- on a GPU
+@pytest.mark.parametrize("lazy", [False, True])
+def test_fit_on_cupy_inputs_matches_numpy_and_stays_on_device(gpu_backend, lazy):
+    import cupy
+
+    x, y = binary(256)
+    ref = _compiled(lazy)
+    h_ref = ref.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    dev = _compiled(lazy, backend=gpu_backend)
+    h_dev = dev.fit(cupy.asarray(x), cupy.asarray(y), epochs=2, batch_size=32, verbose=0)
+    for a, b in zip(ref.get_weights(), dev.get_weights()):
+        assert isinstance(b, cupy.ndarray)
+        np.testing.assert_allclose(b.get(), a, rtol=1e-4, atol=2e-5)
+    for k in h_ref.history:
+        assert all(type(v) is float for v in h_dev.history[k])
+        np.testing.assert_allclose(h_dev.history[k], h_ref.history[k], rtol=1e-4, atol=1e-5)
+    for slots in dev.optimizer.slots.values():
+        assert all(isinstance(a, cupy.ndarray) for a in slots.values())
+    assert dev.optimizer.step == ref.optimizer.step
+
+
+def test_device_gpu_with_numpy_inputs_is_the_cupy_input_run(gpu_backend):
+    import cupy
+
+    x, y = binary(256)
+    a = _compiled(device="gpu", backend=gpu_backend)
+    a.fit(x, y, epochs=1, batch_size=32, verbose=0, validation_split=0.25)
+    b = _compiled(backend=gpu_backend)
+    b.fit(cupy.asarray(x), cupy.asarray(y), epochs=1, batch_size=32, verbose=0, validation_split=0.25)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert isinstance(wa, cupy.ndarray)
+        np.testing.assert_array_equal(wa.get(), wb.get())
+
+
+def test_evaluate_and_predict_on_device(gpu_backend):
+    import cupy
+
+    x, y = binary(200)
+    m = _compiled(backend=gpu_backend, metrics=("accuracy", "auc"))
+    m.fit(cupy.asarray(x), cupy.asarray(y), epochs=1, batch_size=32, verbose=0)
+    loss, acc, auc = m.evaluate(cupy.asarray(x), cupy.asarray(y), batch_size=64, verbose=0)
+    assert all(type(v) is float for v in (loss, acc, auc))
+    p = m.predict(x, batch_size=64)  # numpy inputs to a device model: a device result
+    assert isinstance(p, cupy.ndarray) and p.shape == (200, 1)
+    ref = _compiled()
+    ref.build()
+    ref.set_weights([w.get() for w in m.get_weights()])
+    np.testing.assert_allclose(p.get(), ref.predict(x, batch_size=64), rtol=1e-5, atol=1e-6)
+    rl, ra, rauc = ref.evaluate(x, y, batch_size=64, verbose=0)
+    assert math.isclose(loss, rl, rel_tol=1e-5) and abs(acc - ra) <= 1 / 200 and abs(auc - rauc) < 1e-3
+
+
+def test_save_load_round_trip_from_device(gpu_backend, tmp_path):
+    import cupy
+
+    x, y = binary(256)
+    xd, yd = cupy.asarray(x), cupy.asarray(y)
+    straight = _compiled(backend=gpu_backend)
+    straight.fit(xd, yd, epochs=2, batch_size=32, verbose=0)
+    m = _compiled(backend=gpu_backend)
+    m.fit(xd, yd, epochs=1, batch_size=32, verbose=0)
+    m.save(tmp_path / "m.fsm")
+    on_host = nn.load_model(tmp_path / "m.fsm")
+    for a, b in zip(m.get_weights(), on_host.get_weights()):
+        assert type(b) is np.ndarray
+        np.testing.assert_array_equal(a.get(), b)
+    back = nn.load_model(tmp_path / "m.fsm", device="gpu")
+    assert all(isinstance(w, cupy.ndarray) for w in back.get_weights())
+    assert all(isinstance(a, cupy.ndarray) for s in back.optimizer.slots.values() for a in s.values())
+    back.fit(xd, yd, epochs=1, batch_size=32, verbose=0)  # resumes on the device
+    for a, b in zip(straight.get_weights(), back.get_weights()):
+        np.testing.assert_allclose(b.get(), a.get(), rtol=1e-5, atol=1e-6)
+    on_host.fit(xd, yd, epochs=1, batch_size=32, verbose=0)  # CuPy inputs move a device=None model
+    assert all(isinstance(w, cupy.ndarray) for w in on_host.get_weights())
+
+
+def test_divergence_on_device_is_reported_at_the_epoch_end(gpu_backend):
+    import cupy
+
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    x[40, 1] = np.nan  # batch 3 of 4 (batch_size 16, no shuffle)
+    y = (x[:, 0] > 0).astype(np.float32)
+    m = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(1, activation="sigmoid")])
+    m.compile(optimizer="adam", loss="binary_crossentropy", seed=0, backend=gpu_backend)
+    with pytest.raises(nn.TrainingDivergedError, match=r"epoch 1/1, step 3/4"):
+        m.fit(cupy.asarray(x), cupy.asarray(y), epochs=1, batch_size=16, shuffle=False, verbose=0)
+    m2 = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(1, activation="sigmoid")])
+    m2.compile(optimizer="adam", loss="binary_crossentropy", seed=0, backend=gpu_backend)
+    m2.build((None, 4))
+    before = [w.get() for w in m2.get_weights()]
+    with pytest.warns(RuntimeWarning, match="start of that epoch"):
+        m2.fit(cupy.asarray(x), cupy.asarray(y), epochs=2, batch_size=16, shuffle=False, verbose=0,
+               on_divergence="warn")
+    for a, b in zip(before, m2.get_weights()):
+        np.testing.assert_array_equal(a, b.get())
+    assert m2.optimizer.step == 0
+
+
+# ---------------------------------------------------------------------------- on the host
+class _NumpyAsDevice:
+    """numpy under another name: ``model._xp is not numpy`` sends Sequential down its device
+    path while every array and op stays on the host."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def _as_device(model):
+    model._place(_NumpyAsDevice())
+    return model
+
+
+CASES = {
+    "padded masked, shuffled": dict(mask_zero=True, shuffle=True),
+    "padded unmasked, shuffled, dropout": dict(mask_zero=False, shuffle=True, dropout=0.3),
+    "csr bags, in order": dict(mask_zero=True, shuffle=False, csr=True),
+    "lazy adam, csr, shuffled": dict(mask_zero=True, shuffle=True, csr=True, lazy=True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_device_path_on_the_host_is_bitwise_the_host_path(case):
+    c = dict(CASES[case])
+    seqs, y = sequences(300, 2, seed=1)
+    if c.pop("csr", False):
+        off = np.zeros(len(seqs) + 1, np.int64)
+        np.cumsum([len(s) for s in seqs], out=off[1:])
+        x = (np.concatenate(seqs).astype(np.int64), off)
+    else:
+        from .data import padded
+
+        x = padded(seqs)
+    shuffle = c.pop("shuffle")
+    lazy = c.pop("lazy", False)
+    runs = []
+    for device_path in (False, True):
+        m = _compiled(lazy, metrics=("accuracy", "auc"), **c)
+        if device_path:
+            _as_device(m)
+        h = m.fit(x, y, epochs=2, batch_size=32, shuffle=shuffle, validation_split=0.2, verbose=0)
+        runs.append((m, h, m.evaluate(x, y, verbose=0), m.predict(x)))
+    (a, ha, ea, pa), (b, hb, eb, pb) = runs
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert ha.history == hb.history and ea == eb
+    np.testing.assert_array_equal(pa, pb)
+    assert [s["tokens"] for s in ha.epoch_stats] == [s["tokens"] for s in hb.epoch_stats]
+
+
+def test_device_path_sparse_categorical_on_the_host():
+    seqs, y = sequences(240, 3, seed=2)
+    from .data import padded
+
+    x = padded(seqs)
+    runs = []
+    for device_path in (False, True):
+        m = nn.Sequential([nn.Embedding(200, 8), nn.GlobalAveragePooling1D(), nn.Dense(3, activation="softmax")])
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], seed=1)
+        if device_path:
+            _as_device(m)
+        runs.append((m.fit(x, y, epochs=1, batch_size=32, verbose=0).history, m.get_weights()))
+    assert runs[0][0] == runs[1][0]
+    for wa, wb in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(wa, wb)
+    m = _as_device(nn.Sequential([nn.Embedding(200, 8), nn.GlobalAveragePooling1D(), nn.Dense(3, activation="softmax")]))
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", seed=1)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):  # checked up front on a device
+        m.fit(x, np.full(len(y), 3), epochs=1, verbose=0)
+
+
+def _nan_data():
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    x[40, 1] = np.nan  # in batch 3 of 4 (batch_size 16, no shuffle)
+    return x, (x[:, 0] > 0).astype(np.float32)
+
+
+def _small(device_path):
+    m = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(1, activation="sigmoid")])
+    m.compile(optimizer="adam", loss="binary_crossentropy", seed=0)
+    m.build((None, 4))
+    return _as_device(m) if device_path else m
+
+
+def test_device_path_divergence_names_the_step_at_the_epoch_end():
+    x, y = _nan_data()
+    host = _small(False)
+    with pytest.raises(nn.TrainingDivergedError, match=r"step 3/4 \(update 3 of") as e_host:
+        host.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert host.optimizer.step == 2  # raised before the diverging step's update
+    dev = _small(True)
+    with pytest.raises(nn.TrainingDivergedError, match=r"step 3/4 \(update 3 of this model; on the GPU") as e_dev:
+        dev.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert dev.optimizer.step == 4  # the device path learns of it at the end of the epoch
+    assert "nan" in str(e_host.value) and "nan" in str(e_dev.value)
+
+
+def test_device_path_warn_restores_the_epoch_start():
+    x, y = _nan_data()
+    m = _small(True)
+    m.fit(x[:32], y[:32], epochs=1, batch_size=16, shuffle=False, verbose=0)
+    before = m.get_weights()
+    slots = {k: {s: a.copy() for s, a in d.items()} for k, d in m.optimizer.slots.items()}
+    with pytest.warns(RuntimeWarning, match="weights from the start of that epoch"):
+        h = m.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, on_divergence="warn")
+    assert h.history == {} and m.optimizer.step == 2
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for k, d in slots.items():
+        for s, a in d.items():
+            np.testing.assert_array_equal(a, m.optimizer.slots[k][s])
+
+
+@pytest.mark.parametrize("csr", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 37])
+def test_permuted_inputs_batch_as_take_does(csr, n):
+    seqs, _ = sequences(max(n, 1), 2, seed=4)
+    seqs = seqs[:n]
+    if n:
+        seqs[0] = seqs[0][:0]  # an empty bag
+    if csr:
+        x = [list(s) for s in seqs]
+    else:
+        from .data import padded
+
+        x = padded(seqs, T=12) if n else np.zeros((0, 12), np.int32)
+    inputs = _Inputs(x, "test")
+    order = np.random.default_rng(0).permutation(n)
+    perm = inputs.permuted(order)
+    for lo in range(0, n, 8):
+        hi = min(n, lo + 8)
+        want, got = inputs.take(order[lo:hi]), perm.slice(lo, hi)
+        if csr:
+            np.testing.assert_array_equal(want[0], got[0])
+            np.testing.assert_array_equal(want[1], got[1])
+        else:
+            np.testing.assert_array_equal(want, got)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_logits_xp_is_the_ops_formula(dtype):
+    import fastscale as fs
+
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal(300) * 20).astype(dtype)
+    y = (rng.random(300) < 0.5).astype(dtype)
+    loss, dz = losses.bce_logits_xp(np, z, y)
+    ref_loss, ref_dz = fs.bce_with_logits(z, y, backend="numpy")
+    assert loss.shape == () and loss.dtype == np.float64 and dz.dtype == dtype
+    assert math.isclose(float(loss), ref_loss, rel_tol=1e-12)
+    np.testing.assert_array_equal(dz, ref_dz)
+
+
+def test_bce_check_targets():
+    bce = losses.BinaryCrossentropy()
+    bce.check_targets(np.array([0.0, 1.0, 0.5]), 1)
+    for bad in ([0.0, 1.5], [-0.1, 1.0], [0.0, np.nan]):
+        with pytest.raises(ValueError, match=r"targets must have values in \[0, 1\]"):
+            bce.check_targets(np.array(bad), 1)
+
+
+def test_device_cpu_explicit_is_the_default():
+    x, y = binary(200)
+    a, b = _compiled(), _compiled(device="cpu")
+    a.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    b.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert type(wb) is np.ndarray
+        np.testing.assert_array_equal(wa, wb)
+    assert type(b.predict(x)) is np.ndarray
+
+
+def test_device_gpu_without_a_gpu_says_how_to_get_one(tmp_path):
+    if _backends.status("cuda") is None or _backends.status("cupy") is None:
+        pytest.skip("a GPU backend is usable here")
+    m = _origin()
+    with pytest.raises(BackendUnavailableError, match=r"device='gpu' needs a CUDA GPU.*to get one: pip install"):
+        m.compile(optimizer="adam", loss="binary_crossentropy", device="gpu")
+    assert not m.compiled and m.optimizer is None
+    ok = _compiled()
+    ok.fit(*binary(64), epochs=1, verbose=0)
+    ok.save(tmp_path / "m.fsm")
+    with pytest.raises(BackendUnavailableError, match="device='gpu'"):
+        nn.load_model(tmp_path / "m.fsm", device="gpu")
+    with pytest.raises(BackendUnavailableError):
+        _origin().compile(optimizer="adam", loss="binary_crossentropy", backend="cuda")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(device="tpu"), "argument 'device' must be 'cpu', 'gpu' or None"),
+    (dict(device="gpu", backend="cpp"), "backend 'cpp' runs on the host, not on device='gpu'"),
+    (dict(device="cpu", backend="cuda"), "backend 'cuda' runs on the GPU, not on device='cpu'"),
+])
+def test_bad_device_arguments(kw, match):
+    m = _origin()
+    with pytest.raises(ValueError, match=match):
+        m.compile(optimizer="adam", loss="binary_crossentropy", **kw)
+    assert not m.compiled
+
+
+def test_load_model_on_the_host_by_default(tmp_path):
+    x, y = binary(64)
+    m = _compiled()
+    m.fit(x, y, epochs=1, verbose=0)
+    m.save(tmp_path / "m.fsm")
+    for device in (None, "cpu"):
+        back = nn.load_model(tmp_path / "m.fsm", device=device)
+        assert back._device == device and back._xp is np
+        assert all(type(w) is np.ndarray for w in back.get_weights())
+    with pytest.raises(ValueError, match="argument 'device'"):
+        nn.load_model(tmp_path / "m.fsm", device="cuda")
+
+
+def test_device_path_save_load_on_the_host(tmp_path):
+    """save() from a model on the device path writes host copies (no-ops here) and resumes bitwise."""
+    x, y = binary(128)
+    straight = _compiled()
+    straight.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    m = _as_device(_compiled())
+    m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    m.save(tmp_path / "m.fsm")
+    back = nn.load_model(tmp_path / "m.fsm")
+    back.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    for a, b in zip(straight.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)

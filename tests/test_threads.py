@@ -79,6 +79,31 @@ def _same(got, want):
         g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w, equal_nan=True) for g, w in zip(got, want))
 
 
+def _race(run, inputs, want, iterations):
+    """Four Python threads call run(inputs[j]) at once, swapping inputs so that the same arrays
+    are read from two threads; every result must equal want[j]."""
+    errors, start = [], threading.Barrier(4)
+
+    def worker(k):
+        try:
+            start.wait()
+            for it in range(iterations):
+                j = (k + it) % 4
+                if not _same(run(inputs[j]), want[j]):
+                    errors.append(f"thread {k}, iteration {it}, inputs {j}: results differ")
+                    return
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(f"thread {k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_four_threads_match_one(num_threads):
     saved = fs.get_num_threads()
@@ -86,27 +111,7 @@ def test_four_threads_match_one(num_threads):
     try:
         inputs = [_inputs(s) for s in range(4)]
         want = [_run_all(a) for a in inputs]  # one thread, serially
-        errors, start = [], threading.Barrier(4)
-
-        def worker(k):
-            try:
-                start.wait()
-                for it in range(25):
-                    # Threads also swap inputs, so the same arrays are read from two threads.
-                    j = (k + it) % 4
-                    if not _same(_run_all(inputs[j]), want[j]):
-                        errors.append(f"thread {k}, iteration {it}, inputs {j}: results differ")
-                        return
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(f"thread {k}: {type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
-        assert not any(t.is_alive() for t in threads), "a thread hung"
-        assert not errors, errors
+        _race(_run_all, inputs, want, 25)
     finally:
         fs.set_num_threads(saved)
 
@@ -166,5 +171,66 @@ def test_kernels_release_the_gil():
         assert got > (control + held) / 2, (
             f"embedding_bag threads overlapped {got:.2f}x (GIL-free control {control:.2f}x, "
             f"GIL-bound {held:.2f}x): is the GIL held in the kernel?")
+    finally:
+        fs.set_num_threads(saved)
+
+
+# ---------------------------------------------------------------------------- the pool
+# The training step's kernels (embedding_bag forward, the sparse backward's segment sums, every
+# form of adam_step) run on fastscale's own pool (csrc/cpu/pool.cpp): sizes past their
+# single-thread cut-offs, so the pool's workers really take chunks.
+def _pool_inputs(seed):
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    V, D, B = 5000, 64, 64
+    lengths = rng.integers(0, 400, B)
+    offs = np.zeros(B + 1, np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    return dict(V=V, w=rng.standard_normal((V, D)).astype(f), ids=rng.integers(0, V, int(offs[-1])), offs=offs,
+                dout=rng.standard_normal((B, D)).astype(f), g=rng.standard_normal((V, D)).astype(f),
+                m=rng.standard_normal((V, D)).astype(f) * 0.1, v=rng.random((V, D)).astype(f))
+
+
+def _run_pool(a):
+    """Each pooled kernel; an adam step that ran a chunk twice (or not at all) would differ."""
+    out = [fs.embedding_bag(a["w"], a["ids"], a["offs"], backend=B)]
+    sr = fs.embedding_bag_backward(a["dout"], a["ids"], a["offs"], num_embeddings=a["V"], sparse=True, backend=B)
+    out += [sr.rows, sr.values]
+    for grad in (a["g"], sr):
+        p, m, v = a["w"].copy(), a["m"].copy(), a["v"].copy()
+        fs.adam_step(p, grad, m, v, step=3, backend=B)
+        out += [p, m, v]
+    p, m, v = a["w"].copy(), a["m"].copy(), a["v"].copy()
+    fs.sparse_adam_step(p, sr.rows, sr.values, m, v, step=3, backend=B)
+    return out + [p, m, v]
+
+
+def test_pool_from_four_python_threads_matches_serial():
+    saved = fs.get_num_threads()
+    try:
+        inputs = [_pool_inputs(s) for s in range(4)]
+        fs.set_num_threads(1)
+        want = [_run_pool(a) for a in inputs]
+        fs.set_num_threads(2)
+        assert all(_same(_run_pool(a), w) for a, w in zip(inputs, want)), "2 threads differ from 1"
+        _race(_run_pool, inputs, want, 20)  # one caller holds the pool, the others run alone
+    finally:
+        fs.set_num_threads(saved)
+
+
+def test_pool_after_fork():
+    """A child forked after the pool's workers started has none of them: its first pooled
+    kernel starts new ones instead of waiting for threads that do not exist."""
+    import multiprocessing as mp
+
+    saved = fs.get_num_threads()
+    fs.set_num_threads(2)
+    try:
+        a = _pool_inputs(7)
+        want = _run_pool(a)  # the parent's workers exist now
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as child:
+            got = child.apply_async(_run_pool, (a,)).get(timeout=120)
+        assert _same(got, want)
     finally:
         fs.set_num_threads(saved)

@@ -76,8 +76,8 @@ FS_INLINE void dense_tail_body(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
 FS_MULTIVERSION(dense_blocks, dense_blocks_body)
 FS_MULTIVERSION(dense_tail, dense_tail_body)
 
-// Threads take chunks of CHUNK elements dynamically: a worker that wakes late (the OpenMP
-// runtime waits passively, see _backends.py) costs its wake-up once, not half the work.
+// Threads take chunks of CHUNK elements dynamically (parallel_chunks, common.h): a worker
+// that joins late costs the chunk it holds, not half the work.
 // Which thread updates an element never changes its value, so this stays bitwise stable.
 constexpr i64 CHUNK = 1 << 14;
 
@@ -86,11 +86,10 @@ void dense_kernel(T* p, const T* g, T* m, T* v, i64 n, Coef<T> k) {
   const i64 nb = n / BLK;
   const i64 cb = CHUNK / BLK, nchunks = (nb + cb - 1) / cb;
   const int nt = n >= PAR_MIN ? get_num_threads() : 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-  for (i64 c = 0; c < nchunks; ++c) {
+  parallel_chunks(nchunks, nt, [&](i64 c) {
     const i64 b0 = c * cb, b1 = std::min(nb, b0 + cb);
     dense_blocks<T, W>(p + b0 * BLK, g + b0 * BLK, m + b0 * BLK, v + b0 * BLK, (b1 - b0) * BLK, k);
-  }
+  });
   const i64 done = nb * BLK;
   if (done < n) dense_tail<T, W>(p + done, g + done, m + done, v + done, n - done, k);
 }
@@ -120,12 +119,12 @@ FS_MULTIVERSION(sparse_rows, sparse_body)
 
 template <class T, int WD, class I, class W = std::integral_constant<int, WD>>
 void sparse_kernel(T* p, const I* rows, const T* vals, T* m, T* v, i64 R, i64 D, Coef<T> k) {
-  // Dynamic chunks of rows, as in dense_kernel: a late-waking worker costs one wake-up.
+  // Dynamic chunks of rows, as in dense_kernel.
   const int nt = R * D >= PAR_MIN ? get_num_threads() : 1;
   const i64 cr = std::max<i64>(1, CHUNK / 4 / std::max<i64>(D, 1)), nchunks = (R + cr - 1) / cr;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-  for (i64 ch = 0; ch < nchunks; ++ch)
+  parallel_chunks(nchunks, nt, [&](i64 ch) {
     sparse_rows<T, W, I>(p, rows, vals, m, v, D, ch * cr, std::min(R, ch * cr + cr), k);
+  });
 }
 
 // Dense Adam with a row-sparse gradient (SparseRows: the gradient is zero outside rows):
@@ -154,13 +153,12 @@ void rows_dense_kernel(T* p, const I* rows, const T* vals, T* m, T* v, const T* 
                        Coef<T> c) {
   const int nt = V * D >= PAR_MIN ? get_num_threads() : 1;
   const i64 cr = std::max<i64>(1, CHUNK / std::max<i64>(D, 1)), nchunks = (V + cr - 1) / cr;  // rows per chunk
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-  for (i64 ch = 0; ch < nchunks; ++ch) {
+  parallel_chunks(nchunks, nt, [&](i64 ch) {
     const i64 r0 = ch * cr, r1 = std::min(V, r0 + cr);
     // First listed row >= r0 (rows are strictly increasing: checked before the region).
     const i64 k = std::lower_bound(rows, rows + R, static_cast<I>(r0)) - rows;
     rows_dense<T, W, I>(p, rows, vals, m, v, zeros, D, r0, r1, k, R, c);
-  }
+  });
 }
 
 // Status of the rows check: 0 ok, 1 + i: rows[i] outside [0, V), -(1 + i): rows[i] <=

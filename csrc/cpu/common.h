@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <pybind11/stl.h>
@@ -86,6 +87,19 @@ const char* isa_name(Isa isa);
 // Every parallel region says num_threads(get_num_threads()).
 int get_num_threads();
 void set_num_threads(int n);
+
+// parallel_chunks(n, nt, f): f(c) for every chunk c in [0, n), on the calling thread and up
+// to nt - 1 pool workers, chunks claimed one at a time (dynamic scheduling); returns when all
+// are done.  The training step's kernels use it instead of OpenMP, for its waiting policy
+// (csrc/cpu/pool.cpp).  Jobs do not nest and do not overlap: a call made while the pool is
+// busy runs its chunks on the calling thread alone.
+using ChunkFn = void (*)(void* ctx, i64 chunk);
+void parallel_chunks_raw(i64 n, int nt, ChunkFn fn, void* ctx);
+template <class F>
+void parallel_chunks(i64 n, int nt, F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  parallel_chunks_raw(n, nt, [](void* ctx, i64 c) { (*static_cast<Fn*>(ctx))(c); }, const_cast<void*>(static_cast<const void*>(&f)));
+}
 
 // Race-free backward passes: thread t of nt owns the blocks of 16 table rows (or slots)
 // with (row >> 4) % nt == t, zeroes them and adds into them in position order, so the

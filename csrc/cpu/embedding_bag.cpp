@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -187,12 +188,16 @@ i64 forward_kernel(const T* weight, i64 D, Bags<I, O> bags, i64 B, const T* psw,
   // interleave.  This matters most for padded ids, mostly padding that trim_bag must read:
   // their forward went from ~20% over the CSR form's time for the same tokens to ~5-14%,
   // and the CSR form itself from ~0.114 to ~0.101 ms (origin batch, int32, 2 threads).
-#pragma omp parallel for schedule(dynamic, PCH) reduction(min : first) num_threads(get_num_threads())
-  for (i64 b = 0; b < B; ++b) {
-    i64 bad = -1;
-    forward_bag<T>(weight, D, bags, b, psw, pad, mean, out, V, &bad);
-    if (bad >= 0 && bad < first) first = bad;
-  }
+  std::atomic<i64> first_bad{first};
+  parallel_chunks((B + PCH - 1) / PCH, get_num_threads(), [&](i64 c) {
+    for (i64 b = c * PCH; b < std::min(B, c * PCH + PCH); ++b) {
+      i64 bad = -1;
+      forward_bag<T>(weight, D, bags, b, psw, pad, mean, out, V, &bad);
+      for (i64 cur = first_bad.load(); bad >= 0 && bad < cur && !first_bad.compare_exchange_weak(cur, bad);) {
+      }
+    }
+  });
+  first = first_bad.load();
   return first == std::numeric_limits<i64>::max() ? -1 : first;
 }
 
@@ -373,8 +378,9 @@ void segment_kernel(const T* dout, i64 D, const std::int64_t* starts, const std:
   const int nt = E * D >= (1 << 14) ? get_num_threads() : 1;
   constexpr i64 CR = 64;  // rows per chunk
   const i64 nchunks = (U + CR - 1) / CR;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-  for (i64 c = 0; c < nchunks; ++c) segment_rows<T>(dout, D, starts, ent_bag, ent_c, values, c * CR, std::min(U, c * CR + CR));
+  parallel_chunks(nchunks, nt, [&](i64 c) {
+    segment_rows<T>(dout, D, starts, ent_bag, ent_c, values, c * CR, std::min(U, c * CR + CR));
+  });
 }
 
 // ------------------------------------------------------------------ bindings

@@ -40,6 +40,7 @@ from ._step import FusedStep as _FusedStep
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer, _FusedEmbeddingPool, _snake
 
 _DEFAULT_BATCH = 32
+_MAX_VIEWS = 1 << 21  # CSR inputs up to this many samples keep one view per sample for take()
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -123,14 +124,29 @@ class _Inputs:
         if self.arr is not None:
             return self.arr[idx]
         ids, off = self.csr
+        if idx.shape[0] <= 4096 and self.n <= _MAX_VIEWS:
+            # A batch: one view per bag, made once (fit gathers a shuffled batch every step,
+            # and this halves the time: 27 -> 15 us for 64 IMDB reviews).
+            views = self.__dict__.get("_views")
+            if views is None:
+                views = self._views = [ids[a:b] for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+            new_off = np.zeros(idx.shape[0] + 1, np.int64)
+            np.cumsum(self._lengths[idx], out=new_off[1:])
+            parts = [views[i] for i in idx.tolist()]
+            return (np.concatenate(parts) if parts else ids[:0]), new_off
         starts, ends = off[idx], off[idx + 1]
         new_off = np.zeros(idx.shape[0] + 1, np.int64)
         np.cumsum(ends - starts, out=new_off[1:])
-        if idx.shape[0] <= 4096:  # a batch: one slice per bag beats an index array per id
-            parts = [ids[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-            return (np.concatenate(parts) if parts else ids[:0]), new_off
         pos = np.arange(new_off[-1], dtype=np.int64) + np.repeat(starts - new_off[:-1], ends - starts)
         return ids[pos], new_off
+
+    @property
+    def _lengths(self):
+        lengths = self.__dict__.get("_lens")
+        if lengths is None:
+            off = self.csr[1]
+            lengths = self._lens = off[1:] - off[:-1]
+        return lengths
 
     def permuted(self, order):
         """All samples in the host permutation ``order``, as new inputs of the same module: on

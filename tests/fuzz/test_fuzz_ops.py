@@ -24,6 +24,8 @@ Default run: EXAMPLES examples per op (``FASTSCALE_FUZZ_EXAMPLES`` overrides).  
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import faulthandler
 import os
 import tempfile
@@ -429,10 +431,19 @@ WATCHDOG_LOG = os.path.join(tempfile.gettempdir(), f"fastscale-fuzz-watchdog-{os
 _watchdog_file = None
 
 
+def _close_watchdog():
+    """A normal exit: nothing hung, so the file has nothing to keep (a hang exits through
+    faulthandler, which skips this and leaves the file to read)."""
+    _watchdog_file.close()
+    with contextlib.suppress(OSError):
+        os.remove(WATCHDOG_LOG)
+
+
 def _call(fn, args, kwargs, backend, where=""):
     global _watchdog_file
     if _watchdog_file is None:
         _watchdog_file = open(WATCHDOG_LOG, "w")
+        atexit.register(_close_watchdog)
     _watchdog_file.seek(0)
     _watchdog_file.truncate()
     _watchdog_file.write(f"fuzz call running for more than {WATCHDOG_S} s: {where}\n")

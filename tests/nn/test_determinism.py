@@ -154,3 +154,44 @@ def test_fused_step_is_bitwise_the_layer_path(case, monkeypatch):
     for k in s_fused["slots"]:
         for s in ("m", "v"):
             assert s_fused["slots"][k][s].tobytes() == s_layers["slots"][k][s].tobytes(), (k, s)
+
+
+def test_train_on_batch_fused_is_bitwise_the_layer_path(monkeypatch):
+    """train_on_batch keeps fit's FusedStep across calls (CSR bags) and remakes it when the
+    optimizer's state is replaced: the same weights, slots and returned logs as the layer path."""
+    from fastscale.nn import _step
+
+    if fs.backends()["cpp"] is not None:
+        pytest.skip(f"cpp unavailable: {fs.backends()['cpp']}")
+    x, y = _data(5, n=96, T=30, V=300)
+    off = np.zeros(x.shape[0] + 1, np.int64)
+    np.cumsum((x != 0).sum(1), out=off[1:])
+    ids = x[x != 0].astype(np.int32)
+    used = []
+    real = _step.FusedStep.step
+    monkeypatch.setattr(_step.FusedStep, "step", lambda self, *a: used.append(1) or real(self, *a))
+
+    def run():
+        model = nn.Sequential([nn.Embedding(300, 8, mask_zero=True), nn.GlobalAveragePooling1D(),
+                               nn.Dense(5, activation="relu"), nn.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=optim.Adam(learning_rate=1e-2), loss="binary_crossentropy", metrics=["accuracy"],
+                      backend="cpp", seed=3)
+        logs = []
+        for b in range(3):
+            lo, hi = 32 * b, 32 * b + 32
+            logs.append(model.train_on_batch((ids[off[lo]:off[hi]], off[lo:hi + 1] - off[lo]), y[lo:hi]))
+            if b == 1:  # fresh slot arrays: the plan must notice
+                model.optimizer.set_state(model.optimizer.get_state())
+        return model.get_weights(), model.optimizer.get_state(), logs
+
+    w_f, s_f, logs_f = run()
+    assert len(used) == 3
+    monkeypatch.setattr(_step, "ENABLED", False)
+    w_l, s_l, logs_l = run()
+    assert len(used) == 3
+    assert logs_f == logs_l
+    for a, b in zip(w_f, w_l):
+        assert a.tobytes() == b.tobytes()
+    for k in s_f["slots"]:
+        for s in ("m", "v"):
+            assert s_f["slots"][k][s].tobytes() == s_l["slots"][k][s].tobytes()

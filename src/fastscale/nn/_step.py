@@ -30,11 +30,22 @@ class FusedStep:
 
     @classmethod
     def make(cls, model, inputs, y):
-        """The plan for ``model`` and these inputs and targets, or None when the model is not
-        of the form above (the layer path then trains it, and reports what is wrong)."""
+        """The plan for ``model`` and these inputs and targets (``plan.y``: the targets in the
+        model's dtype, once, as the loss converts each batch's), or None when the model or the
+        data is not of the form above (the layer path then trains it, and reports what is
+        wrong)."""
+        plan = cls.for_model(model)
+        if plan is None or not plan.accepts(inputs, y):
+            return None
+        plan.y = plan.targets(y)
+        return plan
+
+    @classmethod
+    def for_model(cls, model):
+        """The plan for ``model`` whatever its data, or None."""
         opt = model.optimizer
         st = model._stages
-        if inputs.csr is None or model.dtype not in (np.float32, np.float64) or len(st) < 2:
+        if model.dtype not in (np.float32, np.float64) or len(st) < 2:
             return None
         if type(opt) not in _adam_types() or type(model.loss) is not _losses.BinaryCrossentropy:
             return None
@@ -57,15 +68,24 @@ class FusedStep:
             backend, _ = ops.implementation("embedding_bag", model._backend)
         except (ValueError, RuntimeError):  # unknown / unavailable: the layer path raises it
             return None
-        if backend not in _CPU_BACKENDS or inputs.csr[0].dtype not in (np.int32, np.int64):
+        if backend not in _CPU_BACKENDS:
             return None
-        units = dense[-1].units
-        if y.size != inputs.n * units or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-            return None
-        plan = cls(model, emb, pad, mean, dense)
-        # The targets in the model's dtype once, as the loss converts each batch's.
-        plan.y = np.ascontiguousarray(y.reshape(inputs.n, units).astype(model.dtype, copy=False))
-        return plan
+        return cls(model, emb, pad, mean, dense)
+
+    def accepts(self, inputs, y) -> bool:
+        """True for CSR bags of int32 / int64 ids and numeric targets, one per head unit."""
+        if inputs.csr is None or inputs.csr[0].dtype not in (np.int32, np.int64):
+            return False
+        return y.size == inputs.n * self.dense[-1].units and (np.issubdtype(y.dtype, np.number) or y.dtype == bool)
+
+    def targets(self, y):
+        return np.ascontiguousarray(y.reshape(-1, self.dense[-1].units).astype(self.model.dtype, copy=False))
+
+    def valid_for(self, model) -> bool:
+        """True while ``model`` still trains exactly what this plan was made for: the same
+        optimizer, loss, backend, parameter and slot arrays (``optimizer.set_state`` replaces
+        the slots, ``compile`` the optimizer), every layer still trainable."""
+        return self.key == _key(model)
 
     def __init__(self, model, emb, pad, mean, dense):
         be = model._backend
@@ -112,6 +132,7 @@ class FusedStep:
             for lst, a in zip(self.multi, (p, grads[id(p)], opt.slots[name]["m"], opt.slots[name]["v"])):
                 lst.append(a)
         self._bufs = {}
+        self.key = _key(model)
 
     def _buffers(self, B):
         """Per-batch-size activations: h[0] pooled, h[i+1] dense i's output, dh[i] its input's
@@ -167,6 +188,13 @@ class FusedStep:
         else:
             self.eb_bwd(d0, ids, offsets, None, self.pad, self.mean, self.table_grad, self.V)
         self.adam_multi(*self.multi, k)
+
+
+def _key(model):
+    opt = model.optimizer
+    return (id(opt), id(model.loss), model._backend, ENABLED, tuple(l.trainable for l in model.layers),
+            tuple(id(p) for l in model.layers for p in l.params.values()),
+            tuple(id(a) for d in opt.slots.values() for a in d.values()))
 
 
 def _adam_types():

@@ -663,8 +663,13 @@ class Sequential:
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, "train_on_batch")
         xb = inputs.csr if inputs.csr is not None else inputs.arr
-        with _device.deferred_checks(xp):
-            loss, z = self._step(xb, y, "train_on_batch: the loss became {}")  # reads the loss back: it is returned
+        plan = self._batch_plan() if xp is np else None
+        if plan is not None and plan.accepts(inputs, y):
+            # The fit's fused step, kept across calls while the model stays the same.
+            loss, z = plan.step(xb[0], xb[1], plan.targets(y), "train_on_batch: the loss became {}")
+        else:
+            with _device.deferred_checks(xp):
+                loss, z = self._step(xb, y, "train_on_batch: the loss became {}")  # reads the loss back: it is returned
         logs = {"loss": float(loss)}
         if self.metrics:
             p = self._probs(z)
@@ -676,6 +681,13 @@ class Sequential:
             return logs
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
+
+    def _batch_plan(self):
+        """train_on_batch's FusedStep: made once, and again whenever it no longer fits."""
+        plan = self.__dict__.get("_plan")
+        if plan is None or not plan.valid_for(self):
+            plan = self._plan = _FusedStep.for_model(self)
+        return plan
 
     def _evaluate(self, inputs, y, batch_size):
         for m in self.metrics:

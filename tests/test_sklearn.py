@@ -95,3 +95,14 @@ def test_errors():
         clf.fit(["a", "b"], [1, 1])
     with pytest.raises(ValueError, match="3 texts but y has 2"):
         clf.fit(["a", "b", "c"], [0, 1])
+
+
+def test_fitted_estimator_pickles():
+    """scikit-learn's contract (joblib's parallel searches ship estimators by pickle): a fitted
+    TextClassifier pickles and predicts the same after."""
+    import pickle
+
+    X, y = texts(120, seed=4)
+    clf = fastscale.TextClassifier(**SMALL).fit(X, y)
+    copy = pickle.loads(pickle.dumps(clf))
+    assert np.array_equal(copy.predict_proba(X), clf.predict_proba(X))

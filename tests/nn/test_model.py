@@ -269,3 +269,24 @@ def test_train_on_batch_is_one_fit_step():
     b.set_weights(w)
     with pytest.raises(FloatingPointError, match="train_on_batch: the loss became"):
         b.train_on_batch(x, y)
+
+
+def test_pickle_round_trip_keeps_training_bitwise():
+    """A Sequential pickles (scikit-learn's estimators and joblib rely on it), also after
+    train_on_batch cached its step plan; the copy trains on exactly as the original."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    off = np.arange(0, 33 * 5, 5, dtype=np.int64)
+    ids = rng.integers(1, 50, off[-1]).astype(np.int32)
+    y = rng.integers(0, 2, 32).astype(np.float32)
+    model = nn.Sequential([nn.Embedding(50, 4, mask_zero=True), nn.GlobalAveragePooling1D(),
+                           nn.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], seed=0)
+    model.train_on_batch((ids, off), y)
+    copy = pickle.loads(pickle.dumps(model))
+    for m in (model, copy):
+        m.fit((ids, off), y, epochs=2, batch_size=8, seed=1, verbose=0)
+        m.train_on_batch((ids, off), y)
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        assert a.tobytes() == b.tobytes()

@@ -24,6 +24,7 @@ updates the weights as on the host (see ``fit``).
 """
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 import time
@@ -252,25 +253,23 @@ class Sequential:
         self._fuse = True
         self._backend = None
         self._device = None  # "cpu", "gpu", or None: where the inputs are
-        self._xp = np  # the array module the weights live in (kept by name: see _xp)
+        self._xp = np  # the array module the weights live in
         self._loss_kw = {}
         for layer in layers or []:
             self.add(layer)
 
-    # The array module is kept by name, so that a model pickles (a module does not), and
-    # train_on_batch's cached step plan is left out of a pickle: it is remade on first use.
-    @property
-    def _xp(self):
-        return np if self._xp_name == "numpy" else sys.modules["cupy"]
-
-    @_xp.setter
-    def _xp(self, xp):
-        self._xp_name = xp.__name__
-
+    # A pickle holds the array module by name (a module does not pickle) and leaves out
+    # train_on_batch's cached step plan (remade on first use).
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_plan", None)
+        state["_xp"] = self._xp.__name__
         return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state["_xp"] = np if state["_xp"] == "numpy" else importlib.import_module(state["_xp"])
+        self.__dict__.update(state)
 
     # -- construction
     def add(self, layer):

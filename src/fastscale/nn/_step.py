@@ -2,8 +2,9 @@
 
 ``Sequential.fit`` trains ``Embedding -> GlobalAveragePooling1D`` (fused) or ``EmbeddingBag``,
 then ``Dense`` layers, a binary cross-entropy on the head's logit and Adam, on CSR bags,
-through a :class:`FusedStep` whenever the model is of that form.  The arrays a step touches
-are checked once, when the plan is made at the start of ``fit``; each step then calls the
+through a :class:`FusedStep` whenever the model is of that form (``train_on_batch`` keeps one
+across calls).  The arrays a step touches are checked once, when the plan is made at the
+start of ``fit``; each step then calls the
 ops' implementations (``fastscale.ops.implementation``) directly, into buffers reused across
 steps, with the same calls, order and arguments as the layer-by-layer path.  The weights
 therefore come out bitwise the same (tests/nn/test_determinism.py); what goes is the public
@@ -133,6 +134,9 @@ class FusedStep:
                 lst.append(a)
         self._bufs = {}
         self.key = _key(model)
+        # Held, so that a replaced optimizer or loss cannot hand its id to a new one while this
+        # plan lives (the parameter and slot arrays the key names are held by the lists above).
+        self._keyed = (opt, model.loss)
 
     def _buffers(self, B):
         """Per-batch-size activations: h[0] pooled, h[i+1] dense i's output, dh[i] its input's

@@ -66,8 +66,9 @@ void backward_kernel(const T* dout, i64 D, const I* ids, i64 N, const std::int32
   // Every thread scans all N ids (cheap next to the D-wide row adds it skips); with few
   // rows a second thread would only contend for the same cache lines.
   const int nt = R > (i64(1) << OWN_SHIFT) ? get_num_threads() : 1;
-#pragma omp parallel num_threads(nt)
-  backward_thread<T>(dout, D, ids, N, mark, grad, R, omp_get_thread_num(), omp_get_num_threads());
+  parallel_chunks(nt, nt, [&](i64 t) {  // one pool chunk per owner, as embedding_bag's
+    backward_thread<T>(dout, D, ids, N, mark, grad, R, static_cast<int>(t), nt);
+  });
 }
 
 // Unique sorted ids into rows[0:U]; leaves mark[row] = 1 + slot.  mark must be all zero on

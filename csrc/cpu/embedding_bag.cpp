@@ -236,8 +236,12 @@ FS_MULTIVERSION(backward_dense_thread, backward_dense_body)
 template <class T, class I, class O>
 void backward_dense_kernel(const T* dout, i64 D, Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, T* grad,
                            i64 V) {
-#pragma omp parallel num_threads(get_num_threads())
-  backward_dense_thread<T>(dout, D, bags, B, psw, pad, mean, grad, V, omp_get_thread_num(), omp_get_num_threads());
+  // nt owners (common.h: owns), each run as one pool chunk: a late worker means the caller
+  // runs both owners' parts, instead of waiting for it at a barrier.
+  const int nt = get_num_threads();
+  parallel_chunks(nt, nt, [&](i64 t) {
+    backward_dense_thread<T>(dout, D, bags, B, psw, pad, mean, grad, V, static_cast<int>(t), nt);
+  });
 }
 
 // Sparse backward, as a sorted segment reduction (PyTorch's CUDA EmbeddingBag backward does

@@ -29,22 +29,28 @@ GPU_BACKENDS = ("cuda", "cupy")
 ALL_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
 
 
-@pytest.fixture(params=ALL_BACKENDS)
-def backend(request):
+def _usable(request):
+    """The fixture's backend name, or a skip with the reason it is unavailable."""
     name = request.param
     reason = _backends.status(name)
     if reason is not None:
         pytest.skip(f"backend {name!r} unavailable: {reason}")
     return name
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    return _usable(request)
 
 
 @pytest.fixture(params=CPU_BACKENDS)
 def cpu_backend(request):
-    name = request.param
-    reason = _backends.status(name)
-    if reason is not None:
-        pytest.skip(f"backend {name!r} unavailable: {reason}")
-    return name
+    return _usable(request)
+
+
+@pytest.fixture(params=GPU_BACKENDS)
+def gpu_backend(request):
+    return _usable(request)
 
 
 def is_gpu(backend):

@@ -38,6 +38,17 @@ const char* isa_name(Isa isa);
 #define FS_INLINE inline __attribute__((always_inline))
 #define FS_RESTRICT __restrict__
 
+// NAME<Ts...>(args...): the NAME_avx512 / NAME_avx2 / NAME_scalar wrapper of the ISA in use.
+#define FS_MV_DISPATCH(NAME)                                                               \
+  template <class... Ts, class... Args>                                                    \
+  static void NAME(Args... args) {                                                         \
+    switch (::fastscale::active_isa()) {                                                   \
+      case ::fastscale::Isa::avx512: NAME##_avx512<Ts...>(args...); break;                 \
+      case ::fastscale::Isa::avx2: NAME##_avx2<Ts...>(args...); break;                     \
+      default: NAME##_scalar<Ts...>(args...); break;                                       \
+    }                                                                                      \
+  }
+
 // Declares NAME_scalar / NAME_avx2 / NAME_avx512 wrappers around the always-inline template
 // BODY<Ts...> and picks one at run time:  FS_MULTIVERSION(name, body) then call
 // name<T>(args...).  The body is inlined into each target-specific wrapper, so the
@@ -51,14 +62,7 @@ const char* isa_name(Isa isa);
   FS_TARGET_AVX2 static void NAME##_avx2(Args... args) { BODY<Ts...>(args...); }          \
   template <class... Ts, class... Args>                                                    \
   FS_TARGET_AVX512 static void NAME##_avx512(Args... args) { BODY<Ts...>(args...); }      \
-  template <class... Ts, class... Args>                                                    \
-  static void NAME(Args... args) {                                                         \
-    switch (::fastscale::active_isa()) {                                                   \
-      case ::fastscale::Isa::avx512: NAME##_avx512<Ts...>(args...); break;                 \
-      case ::fastscale::Isa::avx2: NAME##_avx2<Ts...>(args...); break;                     \
-      default: NAME##_scalar<Ts...>(args...); break;                                       \
-    }                                                                                      \
-  }
+  FS_MV_DISPATCH(NAME)
 
 // As FS_MULTIVERSION, with a register budget: BODY<NV, Ts...> gets NV =
 // std::integral_constant<int, n>, the 64-byte vector accumulators it may keep in registers:
@@ -74,14 +78,7 @@ const char* isa_name(Isa isa);
   FS_TARGET_AVX512 static void NAME##_avx512(Args... args) {                               \
     BODY<std::integral_constant<int, 8>, Ts...>(args...);                                  \
   }                                                                                        \
-  template <class... Ts, class... Args>                                                    \
-  static void NAME(Args... args) {                                                         \
-    switch (::fastscale::active_isa()) {                                                   \
-      case ::fastscale::Isa::avx512: NAME##_avx512<Ts...>(args...); break;                 \
-      case ::fastscale::Isa::avx2: NAME##_avx2<Ts...>(args...); break;                     \
-      default: NAME##_scalar<Ts...>(args...); break;                                       \
-    }                                                                                      \
-  }
+  FS_MV_DISPATCH(NAME)
 
 // ---------------------------------------------------------------- threads
 // Every parallel region says num_threads(get_num_threads()).

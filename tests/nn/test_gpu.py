@@ -18,18 +18,6 @@ from fastscale.nn.model import _Inputs
 
 from .data import binary, sequences
 
-GPU_BACKENDS = ("cuda", "cupy")
-
-
-@pytest.fixture(params=GPU_BACKENDS)
-def gpu_backend(request):
-    name = request.param
-    reason = _backends.status(name)
-    if reason is not None:
-        pytest.skip(f"backend {name!r} unavailable: {reason}")
-    return name
-
-
 def _origin(V=200, mask_zero=True, dropout=0.0):
     layers = [nn.Embedding(V, 16, mask_zero=mask_zero), nn.GlobalAveragePooling1D(), nn.Dense(8, activation="relu")]
     if dropout:

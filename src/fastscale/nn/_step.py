@@ -2,9 +2,9 @@
 
 ``Sequential.fit`` trains ``Embedding -> GlobalAveragePooling1D`` (fused) or ``EmbeddingBag``,
 then ``Dense`` layers, a binary cross-entropy on the head's logit and Adam, on CSR bags,
-through a :class:`FusedStep` whenever the model is of that form (``train_on_batch`` keeps one
-across calls).  The arrays a step touches are checked once, when the plan is made at the
-start of ``fit``; each step then calls the
+through a :class:`FusedStep` whenever the model is of that form; the model keeps one across
+``fit`` and ``train_on_batch`` calls while it stays valid.  The arrays a step touches are
+checked once, when the plan is made; each step then calls the
 ops' implementations (``fastscale.ops.implementation``) directly, into buffers reused across
 steps, with the same calls, order and arguments as the layer-by-layer path.  The weights
 therefore come out bitwise the same (tests/nn/test_determinism.py); what goes is the public
@@ -30,20 +30,10 @@ class FusedStep:
     """One training step of ``model`` on CSR bags: ``step(ids, offsets, y) -> (loss, logits)``."""
 
     @classmethod
-    def make(cls, model, inputs, y):
-        """The plan for ``model`` and these inputs and targets (``plan.y``: the targets in the
-        model's dtype, once, as the loss converts each batch's), or None when the model or the
-        data is not of the form above (the layer path then trains it, and reports what is
-        wrong)."""
-        plan = cls.for_model(model)
-        if plan is None or not plan.accepts(inputs, y):
-            return None
-        plan.y = plan.targets(y)
-        return plan
-
-    @classmethod
     def for_model(cls, model):
-        """The plan for ``model`` whatever its data, or None."""
+        """The plan for ``model``, or None when it is not of the form above (the layer path
+        then trains it, and reports what is wrong); ``accepts`` says whether it takes a given
+        batch's data."""
         opt = model.optimizer
         st = model._stages
         if model.dtype not in (np.float32, np.float64) or len(st) < 2:
@@ -80,6 +70,7 @@ class FusedStep:
         return y.size == inputs.n * self.dense[-1].units and (np.issubdtype(y.dtype, np.number) or y.dtype == bool)
 
     def targets(self, y):
+        """The targets in the model's dtype, one row per sample, as the loss converts each batch's."""
         return np.ascontiguousarray(y.reshape(-1, self.dense[-1].units).astype(self.model.dtype, copy=False))
 
     def valid_for(self, model) -> bool:

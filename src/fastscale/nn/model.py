@@ -259,7 +259,7 @@ class Sequential:
             self.add(layer)
 
     # A pickle holds the array module by name (a module does not pickle) and leaves out
-    # train_on_batch's cached step plan (remade on first use).
+    # the cached step plan (remade on first use).
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_plan", None)
@@ -514,7 +514,8 @@ class Sequential:
         if val is not None:
             val = (val[0].to(xp), self._device_targets(val[1], "fit(validation_data)"))
         train_seed = seed if seed is not None else self._seed
-        plan = _FusedStep.make(self, inputs, y) if xp is np else None  # the fused step is the host's
+        plan = self._fused_step(inputs, y) if xp is np else None  # the fused step is the host's
+        plan_y = None if plan is None else plan.targets(y)
 
         history = _callbacks.History()
         cbs = [history] + list(callbacks or [])
@@ -535,7 +536,8 @@ class Sequential:
             # On a GPU a divergence is seen only at the end of its epoch: "warn" keeps a copy.
             snap = self._state_copy() if xp is not np and on_divergence == "warn" else None
             try:
-                logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode, plan)
+                logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode, plan,
+                                         plan_y)
             except TrainingDivergedError as e:
                 if on_divergence == "raise":
                     raise
@@ -562,7 +564,7 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None):
+    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None, plan_y=None):
         n = inputs.n
         xp = self._xp
         order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
@@ -591,7 +593,7 @@ class Sequential:
                         xb, yb = inputs.take(idx), y[idx]
                     where = f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps}"
                     if plan is not None:
-                        loss, z = plan.step(xb[0], xb[1], plan.y[lo:hi] if order is None else plan.y[idx], where)
+                        loss, z = plan.step(xb[0], xb[1], plan_y[lo:hi] if order is None else plan_y[idx], where)
                     else:
                         loss, z = self._step(xb, yb, where, sync=losses is None)
                     if losses is not None:
@@ -677,8 +679,8 @@ class Sequential:
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, "train_on_batch")
         xb = inputs.csr if inputs.csr is not None else inputs.arr
-        plan = self._batch_plan() if xp is np else None
-        if plan is not None and plan.accepts(inputs, y):
+        plan = self._fused_step(inputs, y) if xp is np else None
+        if plan is not None:
             # The fit's fused step, kept across calls while the model stays the same.
             loss, z = plan.step(xb[0], xb[1], plan.targets(y), "train_on_batch: the loss became {}")
         else:
@@ -696,12 +698,13 @@ class Sequential:
         vals = list(logs.values())
         return vals[0] if len(vals) == 1 else vals
 
-    def _batch_plan(self):
-        """train_on_batch's FusedStep: made once, and again whenever it no longer fits."""
+    def _fused_step(self, inputs, y):
+        """The FusedStep that trains this data (fit, train_on_batch), or None: made once, and
+        again whenever the model no longer matches it."""
         plan = self.__dict__.get("_plan")
         if plan is None or not plan.valid_for(self):
             plan = self._plan = _FusedStep.for_model(self)
-        return plan
+        return plan if plan is not None and plan.accepts(inputs, y) else None
 
     def _evaluate(self, inputs, y, batch_size):
         for m in self.metrics:

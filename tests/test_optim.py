@@ -127,3 +127,25 @@ def test_get():
     assert optim.get({"class_name": "Adam", "config": {"lazy": True}}).lazy
     with pytest.raises(TypeError):
         optim.get(3)
+
+
+@pytest.mark.parametrize("module, kind, base", [("optim", "optimizer", "an Optimizer"),
+                                                ("initializers", "initializer", "an Initializer")])
+def test_get_resolves_names_and_configs_and_names_bad_identifiers(module, kind, base):
+    """optim.get and nn.initializers.get (one lookup, _checks.from_identifier): instances,
+    names in any case and config dicts resolve; anything else says what was expected."""
+    from fastscale.nn import initializers
+
+    mod = optim if module == "optim" else initializers
+    inst = mod.Adam() if module == "optim" else initializers.RandomNormal(stddev=2.0)
+    assert mod.get(inst) is inst
+    name = "ADAM" if module == "optim" else "Random_Normal"
+    assert type(mod.get(name)) is type(inst)
+    cfg = {"class_name": type(inst).__name__, "config": inst.get_config()}
+    assert type(mod.get(cfg)) is type(inst) and mod.get(cfg).get_config() == inst.get_config()
+    with pytest.raises(ValueError, match=rf"^{kind}: unknown name 'nope'; expected one of \["):
+        mod.get("nope")
+    with pytest.raises(ValueError, match=rf"^{kind}: unknown class 'Nope'"):
+        mod.get({"class_name": "Nope"})
+    with pytest.raises(TypeError, match=rf"^{kind}: expected {base}, a name or a config dict, got int"):
+        mod.get(3)

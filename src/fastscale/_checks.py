@@ -23,6 +23,19 @@ def _cupy_ndarray():
     return cp.ndarray if cp is not None else None
 
 
+def is_cupy(a) -> bool:
+    """True for a CuPy array (CuPy is never imported here: no CuPy module, no CuPy array)."""
+    if type(a) is np.ndarray:
+        return False
+    cp_nd = _cupy_ndarray()
+    return cp_nd is not None and isinstance(a, cp_nd)
+
+
+def module_of(a):
+    """numpy, or cupy for a CuPy array."""
+    return xp_of(is_cupy(a))
+
+
 def _describe(x) -> str:
     if isinstance(x, np.ndarray):
         return f"numpy.ndarray of dtype {x.dtype} and shape {x.shape}"
@@ -248,3 +261,24 @@ def contiguous(a):
     import cupy
 
     return cupy.ascontiguousarray(a)
+
+
+def from_identifier(kind: str, identifier, base: type, by_name: dict):
+    """Keras's ``get`` for optimizers, initializers, ...: ``identifier`` is an instance of
+    ``base`` (returned as is), a name in ``by_name`` (any case) or ``{"class_name": ...,
+    "config": {...}}``; anything else is a TypeError, an unknown name a ValueError, each
+    naming ``kind``."""
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, str):
+        cls = by_name.get(identifier.lower())
+        if cls is None:
+            raise ValueError(f"{kind}: unknown name {identifier!r}; expected one of {sorted(by_name)}")
+        return cls()
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        cls = by_name.get(str(identifier["class_name"]).lower())
+        if cls is None:
+            raise ValueError(f"{kind}: unknown class {identifier['class_name']!r}")
+        return cls(**identifier.get("config", {}))
+    article = "an" if base.__name__[0] in "AEIOU" else "a"
+    raise TypeError(f"{kind}: expected {article} {base.__name__}, a name or a config dict, got {type(identifier).__name__}")

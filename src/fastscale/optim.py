@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from . import ops
+from . import _checks as C, ops
 from .ops import SparseRows
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "get"]
@@ -78,7 +78,7 @@ class Optimizer:
             missing = set(self._slot_names) - set(d)
             if missing:
                 raise ValueError(f"{type(self).__name__}.set_state: parameter {k!r} lacks slots {sorted(missing)}")
-            slots[k] = {s: _module(d[s]).array(d[s], copy=True, order="C") for s in self._slot_names}
+            slots[k] = {s: C.module_of(d[s]).array(d[s], copy=True, order="C") for s in self._slot_names}
         self.step = int(step)
         self.slots = slots
 
@@ -145,7 +145,7 @@ class Adam(Optimizer):
             slots = self.slots.get(name)
             if slots is None:
                 slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
-            if isinstance(grad, SparseRows) or (type(param) is not np.ndarray and _module(param) is np):
+            if isinstance(grad, SparseRows) or (type(param) is not np.ndarray and C.module_of(param) is np):
                 self._update(param, grad, slots)
             else:  # numpy and cupy tensors in separate calls: fastscale never mixes them
                 g = groups.setdefault((type(param), param.dtype), ([], [], [], []))
@@ -219,16 +219,8 @@ class SGD(Optimizer):
         return dict(learning_rate=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
 
 
-def _module(a):
-    """numpy, or cupy for a CuPy array (CuPy is never imported here)."""
-    import sys
-
-    cp = sys.modules.get("cupy")
-    return cp if cp is not None and isinstance(a, cp.ndarray) else np
-
-
 def _zeros_like(a):
-    return _module(a).zeros_like(a)
+    return C.module_of(a).zeros_like(a)
 
 
 _BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
@@ -236,16 +228,4 @@ _BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 
 def get(identifier) -> Optimizer:
     """An Optimizer from an instance, a name ("adam", "sgd", "adamw") or ``{"class_name", "config"}``."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier.lower())
-        if cls is None:
-            raise ValueError(f"optimizer: unknown name {identifier!r}; expected one of {sorted(_BY_NAME)}")
-        return cls()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        cls = _BY_NAME.get(str(identifier["class_name"]).lower())
-        if cls is None:
-            raise ValueError(f"optimizer: unknown class {identifier['class_name']!r}")
-        return cls(**identifier.get("config", {}))
-    raise TypeError(f"optimizer: expected an Optimizer, a name or a config dict, got {type(identifier).__name__}")
+    return C.from_identifier("optimizer", identifier, Optimizer, _BY_NAME)

@@ -8,24 +8,11 @@ arrays to the ``cuda`` / ``cupy`` backends.  CuPy is imported only when a CuPy a
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from .._checks import is_cupy, module_of  # noqa: F401 - the ops' own tests, used here and by nn
+
 DEVICES = ("cpu", "gpu")
-
-
-def is_cupy(a) -> bool:
-    """True for a CuPy array (without importing CuPy when nothing has)."""
-    if type(a) is np.ndarray:
-        return False
-    cp = sys.modules.get("cupy")
-    return cp is not None and isinstance(a, cp.ndarray)
-
-
-def module_of(a):
-    """numpy, or cupy for a CuPy array."""
-    return sys.modules["cupy"] if is_cupy(a) else np
 
 
 def is_array(a) -> bool:

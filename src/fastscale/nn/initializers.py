@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .. import _checks as C
+
 __all__ = ["Initializer", "RandomUniform", "RandomNormal", "get"]
 
 
@@ -77,19 +79,7 @@ _BY_NAME = {"uniform": RandomUniform, "random_uniform": RandomUniform, "randomun
 def get(identifier) -> Initializer:
     """An Initializer from an instance, a Keras name ("uniform", "random_normal", ...) or
     ``{"class_name": ..., "config": {...}}`` (what ``get_config`` of a layer stores)."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, str):
-        cls = _BY_NAME.get(identifier.lower())
-        if cls is None:
-            raise ValueError(f"initializer: unknown name {identifier!r}; expected one of {sorted(_BY_NAME)}")
-        return cls()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        cls = _BY_NAME.get(str(identifier["class_name"]).lower())
-        if cls is None:
-            raise ValueError(f"initializer: unknown class {identifier['class_name']!r}")
-        return cls(**identifier.get("config", {}))
-    raise TypeError(f"initializer: expected an Initializer, a name or a config dict, got {type(identifier).__name__}")
+    return C.from_identifier("initializer", identifier, Initializer, _BY_NAME)
 
 
 def to_config(init: Initializer) -> dict:

@@ -74,13 +74,6 @@ class Pool {
     return true;
   }
 
-  ~Pool() {
-    stop_.store(true);
-    { std::lock_guard<std::mutex> lk(sleep_mu_); }
-    sleep_cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-
   // After fork() the child has none of the parent's threads: start afresh, on first use.
   // The thread objects are leaked, not detached or joined: their threads do not exist here.
   void forget_threads() {
@@ -120,7 +113,7 @@ class Pool {
     auto last = t0;
     for (;;) {
       for (int i = 0; i < 16; ++i) {
-        if (state_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_relaxed)) {
+        if (state_.load(std::memory_order_acquire) != seen) {
           penalty = std::max(MIN_BACKOFF, penalty / 2);
           return true;
         }
@@ -154,10 +147,9 @@ class Pool {
       if (!spin_for(seen, backoff, penalty)) {
         std::unique_lock<std::mutex> lk(sleep_mu_);
         sleepers_.fetch_add(1);
-        sleep_cv_.wait(lk, [&] { return state_.load() != seen || stop_.load(); });
+        sleep_cv_.wait(lk, [&] { return state_.load() != seen; });
         sleepers_.fetch_sub(1);
       }
-      if (stop_.load()) return;
       seen = state_.load();
       if (!(seen & 1)) continue;  // a job that closed already
       // Joined (active_) and the job still open: the caller does not touch the job's fields
@@ -178,14 +170,15 @@ class Pool {
   std::atomic<std::uint64_t> state_{0};  // 2 * job generation + (1 while the job is open)
   std::atomic<int> active_{0};           // workers inside the current job
   std::atomic<int> sleepers_{0};
-  std::atomic<bool> stop_{false};
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
 };
 
 Pool& pool() {
   static Pool* p = [] {
-    auto* q = new Pool();  // never destroyed: workers may outlive static destruction order
+    // Never destroyed, its workers never stopped: they sleep in a condition variable when
+    // idle, and a destructor at exit would race the static destruction order.
+    auto* q = new Pool();
     pthread_atfork(nullptr, nullptr, [] { pool().forget_threads(); });
     return q;
   }();

@@ -103,9 +103,9 @@ __global__ void __launch_bounds__(THREADS) multi_kernel(MTArgs<T> a, Coef<T> k, 
 
 template <class T>
 void launch_multi(const MTArgs<T>& a, int nblocks, const Coef<T>& k, int mode, const u64* err, cudaStream_t s) {
-  if (mode == L2) multi_kernel<T, L2><<<nblocks, THREADS, 0, s>>>(a, k, err);
-  else if (mode == DECOUPLED) multi_kernel<T, DECOUPLED><<<nblocks, THREADS, 0, s>>>(a, k, err);
-  else multi_kernel<T, NONE><<<nblocks, THREADS, 0, s>>>(a, k, err);
+  if (mode == L2) FS_LAUNCH(nblocks, THREADS, 0, s, multi_kernel<T, L2>)(a, k, err);
+  else if (mode == DECOUPLED) FS_LAUNCH(nblocks, THREADS, 0, s, multi_kernel<T, DECOUPLED>)(a, k, err);
+  else FS_LAUNCH(nblocks, THREADS, 0, s, multi_kernel<T, NONE>)(a, k, err);
   FS_CUDA_LAUNCHED(OP);
 }
 
@@ -212,7 +212,7 @@ void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i6
     const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
     with_index(isize, OPS, [&](auto ii) {
       using I = decltype(ii);
-      rows_kernel<I><<<blocks_for(R, 256, 132 * 16), 256, 0, s>>>(as_ptr<const I>(rows), R, V, e, tag);
+      FS_LAUNCH(blocks_for(R, 256, 132 * 16), 256, 0, s, rows_kernel<I>)(as_ptr<const I>(rows), R, V, e, tag);
       FS_CUDA_LAUNCHED(OPS);
       if (D == 0) return;
       auto run = [&](auto vt) {
@@ -223,9 +223,9 @@ void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i6
         const T* G = as_ptr<const T>(values);
         T* M = as_ptr<T>(m);
         T* Vv = as_ptr<T>(v);
-        if (mode == L2) sparse_kernel<T, VT, I, L2><<<grid, 256, 0, s>>>(P, Rw, G, M, Vv, D, R, k, e);
-        else if (mode == DECOUPLED) sparse_kernel<T, VT, I, DECOUPLED><<<grid, 256, 0, s>>>(P, Rw, G, M, Vv, D, R, k, e);
-        else sparse_kernel<T, VT, I, NONE><<<grid, 256, 0, s>>>(P, Rw, G, M, Vv, D, R, k, e);
+        if (mode == L2) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, L2>)(P, Rw, G, M, Vv, D, R, k, e);
+        else if (mode == DECOUPLED) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, DECOUPLED>)(P, Rw, G, M, Vv, D, R, k, e);
+        else FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, NONE>)(P, Rw, G, M, Vv, D, R, k, e);
       };
       if (vec_ok(D, sizeof(T), {param, values, m, v})) run(Vec<T>{});
       else run(Vec1<T>{});

@@ -79,12 +79,12 @@ void bce_with_logits(up logits, up targets, up dlogits, i64 N, int fsize, up ws,
   cudaStream_t s = as_stream(stream);
   with_float(fsize, OP, [&](auto tt) {
     using T = decltype(tt);
-    partial_kernel<T><<<static_cast<unsigned>(blocks), THREADS, 0, s>>>(
+    FS_LAUNCH(static_cast<unsigned>(blocks), THREADS, 0, s, partial_kernel<T>)(
         as_ptr<const T>(logits), as_ptr<const T>(targets), N, as_ptr<T>(dlogits), as_ptr<double>(ws),
         as_ptr<u64>(err), tag);
   });
   FS_CUDA_LAUNCHED(OP);
-  final_kernel<<<1, THREADS, 0, s>>>(as_ptr<const double>(ws), static_cast<int>(blocks), N, as_ptr<double>(result));
+  FS_LAUNCH(1, THREADS, 0, s, final_kernel)(as_ptr<const double>(ws), static_cast<int>(blocks), N, as_ptr<double>(result));
   FS_CUDA_LAUNCHED(OP);
 }
 

@@ -10,7 +10,12 @@
 
 namespace py = pybind11;
 
-PYBIND11_MODULE(_cuda, m) {
+// _cuda (nvcc) or _cuda_emu (the same sources on the CPU emulator, FASTSCALE_CUDA_EMU).
+#ifndef FASTSCALE_CUDA_MODULE
+#define FASTSCALE_CUDA_MODULE _cuda
+#endif
+
+PYBIND11_MODULE(FASTSCALE_CUDA_MODULE, m) {
   namespace fc = fastscale::cuda;
   m.doc() = "fastscale CUDA kernels (launchers on CuPy's stream; pointers as integers)";
   m.def("device_count", &fc::device_count);
@@ -92,4 +97,13 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("m"), py::arg("v"), py::arg("V"), py::arg("D"), py::arg("R"), py::arg("fsize"), py::arg("isize"),
         py::arg("beta1"), py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"),
         py::arg("decay"), py::arg("mode"), py::arg("err"), py::arg("tag"), py::arg("stream"));
+
+#ifdef FASTSCALE_CUDA_EMU
+  // The emulator's controls (tests/test_cuda_emu.py): the order blocks and threads run in
+  // (0 forward, 1 reverse, 2 seeded random) and the log of launched kernels.
+  namespace emu = fastscale::emu;
+  m.def("emu_set_schedule", &emu::set_schedule, py::arg("order"), py::arg("seed") = 0);
+  m.def("emu_clear_log", &emu::clear_log);
+  m.def("emu_launch_log", &emu::launch_log);
+#endif
 }

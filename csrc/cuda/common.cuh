@@ -3,10 +3,30 @@
 // word, 16-byte vector access, and launch-shape helpers.
 //
 // This header is included by the nvcc-compiled kernels (*.cu) and by the host-compiled
-// bindings (bind.cpp); everything device-side sits behind __CUDACC__.
+// bindings (bind.cpp); everything device-side sits behind FS_DEVICE_CODE: nvcc, or the CPU
+// emulator (FASTSCALE_CUDA_EMU: the same sources built as host C++ into _cuda_emu, see
+// emu/cuda_emu.h).
 #pragma once
 
+#ifdef FASTSCALE_CUDA_EMU
+#include "emu/cuda_emu.h"
+#else
 #include <cuda_runtime.h>
+#endif
+
+#if defined(__CUDACC__) || defined(FASTSCALE_CUDA_EMU)
+#define FS_DEVICE_CODE 1
+#endif
+
+// A kernel launch: FS_LAUNCH(grid, block, smem, stream, kernel<...>)(args...) is
+// kernel<...><<<grid, block, smem, stream>>>(args...) under nvcc and the emulator's launch
+// otherwise (`<<<>>>` cannot come from a macro argument list; the kernel goes last because
+// its template arguments contain commas).
+#ifdef FASTSCALE_CUDA_EMU
+#define FS_LAUNCH(grid, block, smem, stream, ...) FS_EMU_LAUNCH(grid, block, smem, stream, __VA_ARGS__)
+#else
+#define FS_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
 
 #include <cstdint>
 #include <initializer_list>
@@ -66,7 +86,7 @@ inline u64 err_code(u64 tag, int prio, i64 pos, int kind) {
   return tag | (static_cast<u64>(prio) << 46) | (static_cast<u64>(pos) << 2) | static_cast<u64>(kind);
 }
 
-#ifdef __CUDACC__
+#ifdef FS_DEVICE_CODE
 __device__ __forceinline__ void report(u64* err, u64 tag, int prio, i64 pos, int kind) {
   atomicMin(err, tag | (static_cast<u64>(prio) << 46) | (static_cast<u64>(pos) << 2) | static_cast<u64>(kind));
 }
@@ -153,7 +173,7 @@ struct Bags {
     return offsets ? static_cast<i64>(offsets[b + 1]) : (b + 1) * Tlen;
   }
 };
-#endif  // __CUDACC__
+#endif  // FS_DEVICE_CODE
 
 // A row of D elements of T at aligned addresses can use 16-byte vectors.
 inline bool vec_ok(i64 D, int elem_size, std::initializer_list<std::uintptr_t> ptrs) {

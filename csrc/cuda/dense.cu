@@ -145,7 +145,7 @@ void gemm(const char* op, i64 M, i64 N, i64 K, LA a, LB b, const T* bias, int ac
   if (M == 0 || N == 0) return;
   need((N + BN - 1) / BN <= 0x7fffffff && (M + BM - 1) / BM <= 65535, op, "matrix too large for the cuda kernel's grid");
   dim3 grid(static_cast<unsigned>((N + BN - 1) / BN), static_cast<unsigned>((M + BM - 1) / BM));
-  gemm_kernel<T, LA, LB><<<grid, 256, 0, s>>>(M, N, K, a, b, bias, act, C);
+  FS_LAUNCH(grid, 256, 0, s, gemm_kernel<T, LA, LB>)(M, N, K, a, b, bias, act, C);
   FS_CUDA_LAUNCHED(op);
 }
 
@@ -178,7 +178,7 @@ void dense_backward(up dout, up x, up weight, up out, int act, up dx, up dweight
       gemm<T>(OPB, B, I, O, DZ<T>{g, y, O, 1, act}, Strided<T>{as_ptr<const T>(weight), 1, O}, nullptr, ACT_NONE,
               as_ptr<T>(dx), s);
     if (O > 0) {
-      dbias_kernel<T><<<blocks_for(O, 256, 1024), 256, 0, s>>>(g, y, act, B, O, as_ptr<T>(dbias));
+      FS_LAUNCH(blocks_for(O, 256, 1024), 256, 0, s, dbias_kernel<T>)(g, y, act, B, O, as_ptr<T>(dbias));
       FS_CUDA_LAUNCHED(OPB);
     }
   });

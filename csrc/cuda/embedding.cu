@@ -97,7 +97,7 @@ void embedding_forward(up weight, up ids, up out, i64 V, i64 D, i64 N, int fsize
       auto run = [&](auto vt) {
         using VT = decltype(vt);
         with_nv(D / VT::L, [&](auto nv) {
-          forward_kernel<T, VT, I, decltype(nv)::value><<<grid, 256, 0, s>>>(
+          FS_LAUNCH(grid, 256, 0, s, forward_kernel<T, VT, I, decltype(nv)::value>)(
               as_ptr<const T>(weight), V, D, as_ptr<const I>(ids), N, as_ptr<T>(out), as_ptr<u64>(err), tag);
         });
       };
@@ -124,15 +124,15 @@ void embedding_backward_dense(up dout, up ids, up grad, i64 V, i64 D, i64 N, int
       using I = decltype(ii);
       if (!deterministic) {
         if (N > 0) {
-          prep_kernel<I, false><<<stride_blocks(N), 256, 0, s>>>(as_ptr<const I>(ids), N, V, nullptr, nullptr, e, tag);
+          FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, false>)(as_ptr<const I>(ids), N, V, nullptr, nullptr, e, tag);
           FS_CUDA_LAUNCHED(OPB);
         }
         if (V * D > 0) {
-          zero_kernel<T><<<stride_blocks(V * D), 256, 0, s>>>(as_ptr<T>(grad), V * D, e);
+          FS_LAUNCH(stride_blocks(V * D), 256, 0, s, zero_kernel<T>)(as_ptr<T>(grad), V * D, e);
           FS_CUDA_LAUNCHED(OPB);
         }
         if (N > 0 && D > 0) {
-          atomic_kernel<T, I><<<blocks_for(N, WARPS_PER_BLOCK, 132 * 64), 256, 0, s>>>(
+          FS_LAUNCH(blocks_for(N, WARPS_PER_BLOCK, 132 * 64), 256, 0, s, atomic_kernel<T, I>)(
               as_ptr<const T>(dout), D, as_ptr<const I>(ids), N, as_ptr<T>(grad), e);
           FS_CUDA_LAUNCHED(OPB);
         }
@@ -141,7 +141,7 @@ void embedding_backward_dense(up dout, up ids, up grad, i64 V, i64 D, i64 N, int
       seg_limits(OPB, N, V, 0);
       const SegPtrs p = seg_ptrs(ws, ws_bytes, seg_layout(N, V, fsize, false, false), OPB);
       if (N > 0) {
-        prep_kernel<I, true><<<stride_blocks(N), 256, 0, s>>>(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in, e, tag);
+        FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, true>)(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in, e, tag);
         FS_CUDA_LAUNCHED(OPB);
       }
       if (V == 0) return;
@@ -162,7 +162,7 @@ void embedding_backward_rows(up ids, up rows, up count, i64 V, i64 N, int isize,
   with_index(isize, OPB, [&](auto ii) {
     using I = decltype(ii);
     if (N > 0) {
-      prep_kernel<I, true><<<stride_blocks(N), 256, 0, s>>>(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in,
+      FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, true>)(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in,
                                                            as_ptr<u64>(err), tag);
       FS_CUDA_LAUNCHED(OPB);
     }

@@ -178,7 +178,7 @@ void with_bags(const char* op, up ids, up offsets, i64 B, i64 N, i64 Tlen, int i
     }
     with_index(osize, op, [&](auto oo) {
       using O = decltype(oo);
-      offsets_kernel<O><<<stride_blocks(B + 1), 256, 0, s>>>(as_ptr<const O>(offsets), B, N, err, tag);
+      FS_LAUNCH(stride_blocks(B + 1), 256, 0, s, offsets_kernel<O>)(as_ptr<const O>(offsets), B, N, err, tag);
       FS_CUDA_LAUNCHED(op);
       f(Bags<I, O>{as_ptr<const I>(ids), as_ptr<const O>(offsets), 0});
     });
@@ -199,9 +199,10 @@ void embedding_bag_forward(up weight, up ids, up offsets, up psw, i64 pad, bool 
       auto run = [&](auto vt) {
         using VT = decltype(vt);
         with_nv(D / VT::L, [&](auto nv) {
-          forward_kernel<T, VT, std::remove_const_t<std::remove_pointer_t<decltype(bags.ids)>>,
-                         std::remove_const_t<std::remove_pointer_t<decltype(bags.offsets)>>, decltype(nv)::value>
-              <<<blocks_for(B, WARPS_PER_BLOCK), 256, 0, s>>>(as_ptr<const T>(weight), V, D, bags, B,
+          FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s,
+                    forward_kernel<T, VT, std::remove_const_t<std::remove_pointer_t<decltype(bags.ids)>>,
+                                   std::remove_const_t<std::remove_pointer_t<decltype(bags.offsets)>>,
+                                   decltype(nv)::value>)(as_ptr<const T>(weight), V, D, bags, B,
                                                                as_ptr<const T>(psw), pad, mean, as_ptr<T>(out), e, tag);
         });
       };
@@ -225,11 +226,11 @@ void launch_prep(const BG& bags, i64 B, i64 V, up psw, i64 pad, bool mean, const
   using O = std::remove_const_t<std::remove_pointer_t<decltype(bags.offsets)>>;
   if (B == 0) return;
   if (p) {
-    prep_kernel<T, I, O, true><<<blocks_for(B, WARPS_PER_BLOCK), 256, 0, s>>>(
+    FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s, prep_kernel<T, I, O, true>)(
         bags, B, V, as_ptr<const T>(psw), pad, mean, p->keys_in, p->pos_in, p->bag, static_cast<T*>(p->coef), err,
         tag);
   } else {
-    prep_kernel<T, I, O, false><<<blocks_for(B, WARPS_PER_BLOCK), 256, 0, s>>>(
+    FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s, prep_kernel<T, I, O, false>)(
         bags, B, V, as_ptr<const T>(psw), pad, mean, nullptr, nullptr, nullptr, nullptr, err, tag);
   }
   FS_CUDA_LAUNCHED(OPB);
@@ -248,13 +249,13 @@ void embedding_bag_backward_dense(up dout, up ids, up offsets, up psw, i64 pad, 
       with_bags(OPB, ids, offsets, B, N, Tlen, isize, osize, e, tag, s, [&](auto bags) {
         launch_prep<T>(bags, B, V, psw, pad, mean, nullptr, e, tag, s);
         if (V * D > 0) {
-          zero_kernel<T><<<stride_blocks(V * D), 256, 0, s>>>(as_ptr<T>(grad), V * D, e);
+          FS_LAUNCH(stride_blocks(V * D), 256, 0, s, zero_kernel<T>)(as_ptr<T>(grad), V * D, e);
           FS_CUDA_LAUNCHED(OPB);
         }
         if (B > 0 && D > 0) {
           using I = std::remove_const_t<std::remove_pointer_t<decltype(bags.ids)>>;
           using O = std::remove_const_t<std::remove_pointer_t<decltype(bags.offsets)>>;
-          atomic_kernel<T, I, O><<<blocks_for(B, WARPS_PER_BLOCK), 256, 0, s>>>(
+          FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s, atomic_kernel<T, I, O>)(
               as_ptr<const T>(dout), D, bags, B, as_ptr<const T>(psw), pad, mean, as_ptr<T>(grad), e);
           FS_CUDA_LAUNCHED(OPB);
         }

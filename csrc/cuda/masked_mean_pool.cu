@@ -109,7 +109,7 @@ void masked_mean_pool_forward(up x, up mask, up out, i64 B, i64 T, i64 D, int fs
       need(tiles <= 65535, OP, "D is too large for the cuda kernel's grid");
       need(B <= 0x7fffffff, OP, "B is too large for the cuda kernel's grid");
       dim3 grid(static_cast<unsigned>(B), static_cast<unsigned>(tiles));
-      forward_kernel<TT, VT><<<grid, 256, 0, s>>>(as_ptr<const TT>(x), as_ptr<const unsigned char>(mask),
+      FS_LAUNCH(grid, 256, 0, s, forward_kernel<TT, VT>)(as_ptr<const TT>(x), as_ptr<const unsigned char>(mask),
                                                   as_ptr<TT>(out), T, D);
     };
     if (vec_ok(D, sizeof(TT), {x, out})) run(Vec<TT>{});
@@ -124,12 +124,12 @@ void masked_mean_pool_backward(up dout, up mask, up dx, up scale, i64 B, i64 T, 
   cudaStream_t s = as_stream(stream);
   with_float(fsize, OPB, [&](auto tt) {
     using TT = decltype(tt);
-    count_kernel<TT><<<blocks_for(B, WARPS_PER_BLOCK), 256, 0, s>>>(as_ptr<const unsigned char>(mask), B, T,
+    FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s, count_kernel<TT>)(as_ptr<const unsigned char>(mask), B, T,
                                                                     as_ptr<TT>(scale));
     FS_CUDA_LAUNCHED(OPB);
     auto run = [&](auto vt) {
       using VT = decltype(vt);
-      backward_kernel<TT, VT><<<blocks_for(B * T, WARPS_PER_BLOCK, 132 * 64), 256, 0, s>>>(
+      FS_LAUNCH(blocks_for(B * T, WARPS_PER_BLOCK, 132 * 64), 256, 0, s, backward_kernel<TT, VT>)(
           as_ptr<const TT>(dout), as_ptr<const unsigned char>(mask), as_ptr<const TT>(scale), as_ptr<TT>(dx), T,
           B * T, D);
     };

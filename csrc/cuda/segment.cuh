@@ -89,7 +89,7 @@ inline SegPtrs seg_ptrs(up ws, i64 ws_bytes, const SegLayout& L, const char* op)
   return p;
 }
 
-#ifdef __CUDACC__
+#ifdef FS_DEVICE_CODE
 __device__ __forceinline__ i64 lower_bound_u32(const unsigned* a, i64 n, unsigned x) {
   i64 lo = 0, hi = n;
   while (lo < hi) {
@@ -210,12 +210,12 @@ __global__ void zero_kernel(T* __restrict__ a, i64 n, const u64* err) {
        i += static_cast<i64>(gridDim.x) * blockDim.x)
     a[i] = T(0);
 }
-#endif  // __CUDACC__
+#endif  // FS_DEVICE_CODE
 
 // Grid for grid-stride elementwise kernels: enough blocks to fill an H200 several times.
 inline unsigned stride_blocks(i64 n, int threads = 256) { return blocks_for(n, threads, 132 * 16); }
 
-#ifdef __CUDACC__
+#ifdef FS_DEVICE_CODE
 // Sort + (dense: per-row reduce | sparse: heads, scan, rows) after the caller's prep
 // kernel filled keys_in / pos_in (and bag / coef).  Host side, all on `stream`.
 template <class T, bool BAG>
@@ -226,7 +226,7 @@ void seg_dense(const char* op, const T* dout, i64 D, const SegPtrs& p, i64 M, T*
   auto run = [&](auto vt) {
     using VT = decltype(vt);
     with_nv(D / VT::L, [&](auto nv) {
-      seg_dense_kernel<T, VT, decltype(nv)::value, BAG><<<blocks_for(V, WARPS_PER_BLOCK), 256, 0, stream>>>(
+      FS_LAUNCH(blocks_for(V, WARPS_PER_BLOCK), 256, 0, stream, seg_dense_kernel<T, VT, decltype(nv)::value, BAG>)(
           dout, D, p.keys_out, p.pos_out, p.bag, static_cast<const T*>(p.coef), M, grad, V, err);
     });
   };
@@ -240,10 +240,10 @@ static inline void seg_rows(const char* op, const SegPtrs& p, i64 M, i64 V, i64*
   if (M == 0) return;
   sort_pairs_u32(p.temp, p.temp_bytes, p.keys_in, p.keys_out, p.pos_in, p.pos_out, M, bits_for(static_cast<u64>(V)),
                  stream, op);
-  seg_heads_kernel<<<stride_blocks(M), 256, 0, stream>>>(p.keys_out, M, static_cast<unsigned>(V), p.head);
+  FS_LAUNCH(stride_blocks(M), 256, 0, stream, seg_heads_kernel)(p.keys_out, M, static_cast<unsigned>(V), p.head);
   FS_CUDA_LAUNCHED(op);
   inclusive_sum_u32(p.temp, p.temp_bytes, p.head, p.scan, M, stream, op);
-  seg_rows_kernel<<<stride_blocks(M), 256, 0, stream>>>(p.keys_out, p.head, p.scan, M, static_cast<unsigned>(V), rows,
+  FS_LAUNCH(stride_blocks(M), 256, 0, stream, seg_rows_kernel)(p.keys_out, p.head, p.scan, M, static_cast<unsigned>(V), rows,
                                                        p.seg, count);
   FS_CUDA_LAUNCHED(op);
 }
@@ -255,7 +255,7 @@ void seg_values(const char* op, const T* dout, i64 D, const SegPtrs& p, i64 U, T
   auto run = [&](auto vt) {
     using VT = decltype(vt);
     with_nv(D / VT::L, [&](auto nv) {
-      seg_values_kernel<T, VT, decltype(nv)::value, BAG><<<blocks_for(U, WARPS_PER_BLOCK), 256, 0, stream>>>(
+      FS_LAUNCH(blocks_for(U, WARPS_PER_BLOCK), 256, 0, stream, seg_values_kernel<T, VT, decltype(nv)::value, BAG>)(
           dout, D, p.pos_out, p.bag, static_cast<const T*>(p.coef), p.seg, U, values);
     });
   };
@@ -263,7 +263,7 @@ void seg_values(const char* op, const T* dout, i64 D, const SegPtrs& p, i64 U, T
   else run(Vec1<T>{});
   FS_CUDA_LAUNCHED(op);
 }
-#endif  // __CUDACC__
+#endif  // FS_DEVICE_CODE
 
 }  // namespace cuda
 }  // namespace fastscale

@@ -1,10 +1,12 @@
 // The CUB pieces of the deterministic backward (sort ids, scan segment heads), compiled
 // once here for the one key / value type the kernels use (u32), so the op files stay
 // quick to compile.  Temp storage comes from the caller's workspace (Python allocates it).
+#include "common.cuh"
+
+#ifndef FASTSCALE_CUDA_EMU  // the emulator brings its own cub (emu/cuda_emu.h)
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
-
-#include "common.cuh"
+#endif
 #include "launchers.h"
 
 namespace fastscale {

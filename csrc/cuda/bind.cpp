@@ -105,5 +105,6 @@ PYBIND11_MODULE(FASTSCALE_CUDA_MODULE, m) {
   m.def("emu_set_schedule", &emu::set_schedule, py::arg("order"), py::arg("seed") = 0);
   m.def("emu_clear_log", &emu::clear_log);
   m.def("emu_launch_log", &emu::launch_log);
+  m.def("emu_selftest", &emu::selftest, py::arg("name"), py::arg("out"));
 #endif
 }

@@ -102,6 +102,9 @@ void set_schedule(int order, unsigned long long seed);
 void clear_log();
 std::string launch_log();  // one line per launch: kernel grid block
 
+// Runs one of the self-test kernels (emu/selftest.cpp) on out (int32 x 256).
+void selftest(const std::string& name, std::uintptr_t out);
+
 [[noreturn]] void fail(const std::string& what, const char* file, int line);
 
 // One collective warp operation of the calling lane; returns the lane's result.

@@ -99,6 +99,17 @@ __device__ __forceinline__ bool failed(const u64* err) {
   return __any_sync(0xffffffffu, f);
 }
 
+// For a kernel that both tests the word and reports into it: true when the word holds a code
+// below `code` (an earlier call of a deferred-check context: smaller tag; an earlier check of
+// this call: smaller prio), but not for codes this kernel's own warps report meanwhile
+// (>= code).  With failed() a warp that started after another block had reported skipped its
+// own checks, so the position reported depended on the order blocks ran in, not always the
+// first bad entry.  Warp-uniform, as failed().
+__device__ __forceinline__ bool failed_before(const u64* err, u64 code) {
+  const bool f = err != nullptr && *reinterpret_cast<const volatile u64*>(err) < code;
+  return __any_sync(0xffffffffu, f);
+}
+
 // ---------------------------------------------------------------- 16-byte vectors
 // Vec<T>: 16 bytes of T (float4 / double2) used when a row's byte length is a multiple of
 // 16 and its base is 16-byte aligned; Vec1<T>: the scalar path otherwise.  Both expose

@@ -45,7 +45,7 @@ template <class T, class VT, class I, class O, int NV>
 __global__ void __launch_bounds__(256) forward_kernel(const T* __restrict__ weight, i64 V, i64 D, Bags<I, O> bags,
                                                       i64 B, const T* __restrict__ psw, i64 pad, bool mean,
                                                       T* __restrict__ out, u64* err, u64 tag) {
-  if (failed(err)) return;
+  if (failed_before(err, tag | (u64(1) << 46))) return;  // bad offsets (prio 0) or an earlier call
   const i64 b = static_cast<i64>(blockIdx.x) * WARPS_PER_BLOCK + (threadIdx.x >> 5);
   if (b >= B) return;
   constexpr int L = VT::L;
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(256) prep_kernel(Bags<I, O> bags, i64 B, i64 V
                                                    bool mean, unsigned* __restrict__ keys, unsigned* __restrict__ pos,
                                                    unsigned* __restrict__ bag, T* __restrict__ coef, u64* err,
                                                    u64 tag) {
-  if (failed(err)) return;
+  if (failed_before(err, tag | (u64(1) << 46))) return;  // bad offsets (prio 0) or an earlier call
   const i64 b = static_cast<i64>(blockIdx.x) * WARPS_PER_BLOCK + (threadIdx.x >> 5);
   if (b >= B) return;
   const int lane = threadIdx.x & 31;

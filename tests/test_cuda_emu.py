@@ -17,7 +17,9 @@ Build: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=ON -DFASTSCALE_CUDA=
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import mmap
 import os
 import re
 
@@ -55,6 +57,9 @@ ORDERS = (0, 1, 2)  # forward, reverse, seeded random
 DIMS = (1, 2, 3, 4, 5, 8, 17, 64, 130, 260, 301, 1100)
 
 CANARY = 0xA5
+PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def test_module_constants_match_python():
@@ -64,19 +69,33 @@ def test_module_constants_match_python():
 
 # ---------------------------------------------------------------------------- helpers
 class Arena:
-    """Arrays between canary bytes, 64-byte aligned (or one element off with misalign)."""
+    """Arrays that end at an inaccessible page (a kernel reading or writing past the end
+    faults, which the emulator reports as an illegal address) with canary bytes before them
+    (a write before the start fails check()).  Aligned to 64 bytes when the byte length is,
+    or, with misalign, one element off 16-byte alignment so the launchers take their scalar
+    path (the element between the array and the guard page is a canary then)."""
 
     def __init__(self):
         self.bufs = []
 
-    def array(self, a, misalign=False):
+    def array(self, a, misalign=False, aligned=False):
         a = np.ascontiguousarray(a)
-        raw = np.empty(a.nbytes + 256, np.uint8)
+        n = a.nbytes
+        total = ((n + 128 + PAGE - 1) // PAGE + 1) * PAGE
+        mm = mmap.mmap(-1, total)
+        whole = np.frombuffer(mm, np.uint8)
+        raw = whole[: total - PAGE]
         raw[:] = CANARY
-        start = (-raw.ctypes.data) % 64 + 64 + (a.itemsize if misalign else 0)
-        view = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+        if _libc.mprotect(ctypes.c_void_p(whole.ctypes.data + total - PAGE), PAGE, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect")
+        start = raw.size - n - (a.itemsize if misalign and n % 16 == 0 else 0)
+        if misalign and (raw.ctypes.data + start) % 16 == 0:
+            start -= a.itemsize
+        if aligned:  # a 16-byte aligned start whatever the length (a gap of < 16 bytes before the guard)
+            start -= (raw.ctypes.data + start) % 16
+        view = raw[start : start + n].view(a.dtype).reshape(a.shape)
         view[...] = a
-        self.bufs.append((raw, start, a.nbytes))
+        self.bufs.append((mm, raw, start, n))
         return view
 
     def err(self, preset=NO_ERROR):
@@ -84,7 +103,7 @@ class Arena:
         return self.array(np.array([preset, NO_ERROR], np.uint64))
 
     def check(self):
-        for raw, start, n in self.bufs:
+        for _, raw, start, n in self.bufs:
             assert (raw[:start] == CANARY).all(), "a kernel wrote before the start of an array"
             assert (raw[start + n :] == CANARY).all(), "a kernel wrote past the end of an array"
 
@@ -525,7 +544,8 @@ def test_adam_multi(sizes, step, lr, beta1, beta2, eps, wd, decoupled, placement
         m = (rng.standard_normal(n) * 0.1).astype(ft)
         v = rng.random(n).astype(ft)
         refs.append(AD.reference(p, g, m, v, **kw))
-        ps.append(ar.array(p, mis)), gs.append(ar.array(g, mis)), ms.append(ar.array(m, mis)), vs.append(ar.array(v, mis))
+        for lst, a in ((ps, p), (gs, g), (ms, m), (vs, v)):
+            lst.append(ar.array(a, mis, aligned=not mis))
     err = ar.err()
     sched(order, seed)
     cu.adam_multi([P(a) for a in ps], [P(a) for a in gs], [P(a) for a in ms], [P(a) for a in vs], [a.size for a in ps],
@@ -544,8 +564,8 @@ def test_adam_multi_large_tensor_chunks():
     kw = adam_kw(2, 1e-3, 0.9, 0.999, 1e-7, 0.0, False, "keras")
     k = AD.adam_coefficients(**kw)
     sizes = [3, (1 << 16) * 2 + 7, 5]
-    arrs = [[ar.array(rng.standard_normal(n).astype(np.float32)) for _ in range(3)] + [ar.array(rng.random(n).astype(np.float32))]
-            for n in sizes]
+    arrs = [[ar.array(rng.standard_normal(n).astype(np.float32), aligned=True) for _ in range(3)]
+            + [ar.array(rng.random(n).astype(np.float32), aligned=True)] for n in sizes]
     refs = [AD.reference(p, g, m, v, **kw) for p, g, m, v in arrs]
     err = ar.err()
     sched(0)

@@ -2,6 +2,8 @@
 // collectives, barriers, the runtime-API and cub stand-ins.  See cuda_emu.h for the model.
 #include "cuda_emu.h"
 
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -115,6 +117,13 @@ void (*g_body)(void*) = nullptr;
 void* g_ctx = nullptr;
 std::string g_error;
 std::mt19937_64 g_rng;
+// A fault inside a kernel (an access to unmapped or protected memory, e.g. a guard page the
+// tests put after an array) ends the launch with a report instead of the process:
+// cudaErrorIllegalAddress on the GPU.
+sigjmp_buf g_fault_jmp;
+volatile sig_atomic_t g_in_kernel = 0;
+struct sigaction g_old_segv, g_old_bus;
+char g_fault_msg[256];
 #ifdef FS_EMU_ASAN
 void* g_sched_fake = nullptr;
 const void* g_main_bottom = nullptr;
@@ -283,6 +292,42 @@ void run_block(unsigned bx, unsigned by, unsigned bz, std::vector<int>& order) {
   }
 }
 
+void on_fault(int sig, siginfo_t* info, void*) {
+  if (!g_in_kernel) {  // not ours: restore the previous handler and let the access fault again
+    sigaction(SIGSEGV, &g_old_segv, nullptr);
+    sigaction(SIGBUS, &g_old_bus, nullptr);
+    return;
+  }
+  g_in_kernel = 0;
+  const int i = g_cur;
+  snprintf(g_fault_msg, sizeof g_fault_msg,
+           "illegal memory access (%s) at address %p by block (%u,%u,%u) thread %d [warp %d lane %d] "
+           "(cudaErrorIllegalAddress on the GPU)",
+           sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", info->si_addr, bid_.x, bid_.y, bid_.z, i, i >> 5, i & 31);
+  siglongjmp(g_fault_jmp, 1);
+}
+
+void install_fault_handler() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  // Faults on a fiber stack (a stack overflow hits its guard page) need a stack of their own.
+  stack_t cur;
+  if (sigaltstack(nullptr, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {
+    static char alt[64 * 1024];
+    stack_t ss{};
+    ss.ss_sp = alt;
+    ss.ss_size = sizeof alt;
+    sigaltstack(&ss, nullptr);
+  }
+  struct sigaction sa{};
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &g_old_segv);
+  sigaction(SIGBUS, &sa, &g_old_bus);
+}
+
 bool valid_config(dim3 g, dim3 b, size_t smem) {
   if (b.x < 1 || b.y < 1 || b.z < 1 || b.x > 1024 || b.y > 1024 || b.z > 64) return false;
   if (static_cast<unsigned long long>(b.x) * b.y * b.z > 1024) return false;
@@ -436,11 +481,18 @@ void run_launch(const char* name, const char* file, int line, dim3 grid, dim3 bl
   std::vector<int> order(g_nthreads);
   for (int i = 0; i < g_nthreads; ++i) order[i] = g_order == REVERSE ? g_nthreads - 1 - i : i;
   const unsigned long long nb = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
+  std::vector<unsigned long long> perm;  // (outside the frames a fault jumps over)
+  unsigned long long rot = 0;
+  install_fault_handler();
+  if (sigsetjmp(g_fault_jmp, 1) != 0) {  // a kernel thread faulted (on_fault)
+    g_cur = -1;
+    throw std::runtime_error("cuda emulator: kernel " + k + " launched at " + file + ":" + std::to_string(line) +
+                             ": " + g_fault_msg);
+  }
+  g_in_kernel = 1;
   try {
     // Block order: forward, reverse, or a seeded permutation (for small grids; large ones
     // use a random rotation, enough to move every block's position).
-    std::vector<unsigned long long> perm;
-    unsigned long long rot = 0;
     if (g_order == RANDOM) {
       if (nb <= (1u << 20)) {
         perm.resize(nb);
@@ -459,6 +511,7 @@ void run_launch(const char* name, const char* file, int line, dim3 grid, dim3 bl
     }
   } catch (const Abort&) {
   }
+  g_in_kernel = 0;
   g_cur = -1;
   if (!g_error.empty()) {
     std::string e = "cuda emulator: kernel " + k + " launched at " + file + ":" +

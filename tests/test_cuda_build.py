@@ -61,7 +61,8 @@ def _load_cuda():
         import fastscale._cuda as mod
 
         return mod
-    built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda*.so"), recursive=True), key=os.path.getmtime)
+    # "_cuda.*.so": not the CPU emulator's _cuda_emu (tests/test_cuda_emu.py).
+    built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda.*.so"), recursive=True), key=os.path.getmtime)
     if not built:
         return None
     spec = importlib.util.spec_from_file_location("fastscale._cuda", built[-1])

@@ -18,9 +18,12 @@ Build: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=ON -DFASTSCALE_CUDA=
 from __future__ import annotations
 
 import ctypes
+import glob
 import importlib
+import importlib.util
 import mmap
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -28,15 +31,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-try:
-    import fastscale._cuda_emu as cu
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if os.environ.get("FASTSCALE_REQUIRE_CUDA_EMU"):
-        raise
-    pytest.skip(
-        f"fastscale._cuda_emu is not built ({exc}); build it with cmake -DFASTSCALE_CUDA_EMU=ON (see .ci/run)",
-        allow_module_level=True,
-    )
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_emu():
+    """fastscale._cuda_emu built in place (src/fastscale), else the newest copy under build/
+    (CI tests an installed fastscale, which never carries the emulator module)."""
+    if importlib.util.find_spec("fastscale._cuda_emu") is not None:
+        return importlib.import_module("fastscale._cuda_emu")
+    built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda_emu.*.so"), recursive=True), key=os.path.getmtime)
+    if not built:
+        return None
+    spec = importlib.util.spec_from_file_location("fastscale._cuda_emu", built[-1])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cu = _load_emu()
+if cu is None:  # pragma: no cover - depends on the build
+    _msg = ("fastscale._cuda_emu is not built: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=ON "
+            "-DFASTSCALE_CUDA=OFF -DFASTSCALE_CUDA_EMU=ON ... && cmake --build build/emu (see .ci/run)")
+    if os.environ.get("FASTSCALE_REQUIRE_CUDA_EMU") == "1":
+        raise ImportError(_msg)
+    pytest.skip(_msg, allow_module_level=True)
 
 from fastscale import _checks as C
 from fastscale.ops import _cuda_util as CU
@@ -106,6 +124,14 @@ class Arena:
         for _, raw, start, n in self.bufs:
             assert (raw[:start] == CANARY).all(), "a kernel wrote before the start of an array"
             assert (raw[start + n :] == CANARY).all(), "a kernel wrote past the end of an array"
+
+
+_garbage_rng = np.random.default_rng(1234)
+
+
+def garbage(nbytes):
+    """A workspace as CuPy hands it out: uninitialised (here: random bytes)."""
+    return _garbage_rng.integers(0, 256, max(int(nbytes), 1), dtype=np.uint8)
 
 
 def P(a):
@@ -209,7 +235,7 @@ def test_embedding_forward_bad_ids(V, N, nbad, tag, ft, it, misalign, order, see
 def run_embedding_backward(ar, dout, ids, V, det, err, grad_fill=np.nan):
     N, D = ids.size, dout.shape[-1]
     grad = ar.array(np.full((V, D), grad_fill, dout.dtype), misalign=dout.ctypes.data % 16 != 0)
-    ws = ar.array(np.zeros(max(cu.embedding_backward_workspace(N, V, dout.itemsize, False), 1), np.uint8)) if det else None
+    ws = ar.array(garbage(cu.embedding_backward_workspace(N, V, dout.itemsize, False))) if det else None
     cu.embedding_backward_dense(P(dout), P(ids), P(grad), V, D, N, dout.itemsize, ids.itemsize, det, P(ws),
                                 0 if ws is None else ws.nbytes, P(err), 0, 0)
     return grad
@@ -217,7 +243,7 @@ def run_embedding_backward(ar, dout, ids, V, det, err, grad_fill=np.nan):
 
 def run_embedding_sparse(ar, dout, ids, V, err):
     N, D = ids.size, dout.shape[-1]
-    ws = ar.array(np.zeros(cu.embedding_backward_workspace(N, V, dout.itemsize, True), np.uint8))
+    ws = ar.array(garbage(cu.embedding_backward_workspace(N, V, dout.itemsize, True)))
     rows = ar.array(np.full(max(N, 1), -5, np.int64))
     cu.embedding_backward_rows(P(ids), P(rows), P(err) + 8, V, N, ids.itemsize, P(ws), ws.nbytes, P(err), 0, 0)
     assert err[0] == NO_ERROR
@@ -294,7 +320,7 @@ def bag_backward(ar, dout, ids, offsets, psw, pad, mean, V, det, err, tag=0, gra
     Tlen = ids.shape[1] if offsets is None else 0
     osize = 0 if offsets is None else offsets.itemsize
     grad = ar.array(np.full((V, D), grad_fill, dout.dtype), misalign=dout.ctypes.data % 16 != 0)
-    ws = ar.array(np.zeros(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, False), np.uint8)) if det else None
+    ws = ar.array(garbage(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, False))) if det else None
     cu.embedding_bag_backward_dense(P(dout), P(ids), P(offsets), P(psw), pad, mean, P(grad), V, D, B, N, Tlen,
                                     dout.itemsize, ids.itemsize, osize, det, P(ws), 0 if ws is None else ws.nbytes,
                                     P(err), tag, 0)
@@ -306,7 +332,7 @@ def bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, tag=0):
     N = ids.size
     Tlen = ids.shape[1] if offsets is None else 0
     osize = 0 if offsets is None else offsets.itemsize
-    ws = ar.array(np.zeros(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, True), np.uint8))
+    ws = ar.array(garbage(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, True)))
     rows = ar.array(np.full(max(N, 1), -5, np.int64))
     cu.embedding_bag_backward_rows(P(ids), P(offsets), P(psw), pad, mean, P(rows), P(err) + 8, V, B, N, Tlen,
                                    dout.itemsize, ids.itemsize, osize, P(ws), ws.nbytes, P(err), tag, 0)
@@ -427,7 +453,7 @@ def test_masked_mean_pool(B, T, D, p, ft, it, misalign, order, seed):
         close(out, MMP.reference(np.where(mask[..., None], x, 0), mask), ft, scale=1.0)
     dout = ar.array(rng.standard_normal((B, D)).astype(ft), misalign)
     dx = ar.array(np.full((B, T, D), np.nan, ft), misalign)
-    scale = ar.array(np.zeros(max(B, 1), ft))
+    scale = ar.array(np.full(max(B, 1), np.nan, ft))  # scratch
     cu.masked_mean_pool_backward(P(dout), P(maskb), P(dx), P(scale), B, T, D, dout.itemsize, 0)
     if B and T and D:
         close(dx, MMP.reference_backward(dout, mask), ft)
@@ -471,7 +497,7 @@ def test_dense(B, I, O, act, bias, need_dx, ft, it, misalign, order, seed):
 def bce_call(ar, z, y, err, tag=0):
     N = z.size
     g = ar.array(np.full(N, np.nan, z.dtype))
-    ws = ar.array(np.zeros(cu.bce_workspace_bytes(N), np.uint8))
+    ws = ar.array(garbage(cu.bce_workspace_bytes(N)))
     cu.bce_with_logits(P(z), P(y), P(g), N, z.itemsize, P(ws), ws.nbytes, P(err) + 8, P(err), tag, 0)
     return float(err[1:2].view(np.float64)[0]), g
 
@@ -689,9 +715,9 @@ def test_reductions_are_bitwise_reproducible():
     def run():
         err = ar.err()
         loss, g = bce_call(ar, z, y, err)
-        out = ar.array(np.zeros((70, 65), np.float32))
+        out = ar.array(np.full((70, 65), np.nan, np.float32))
         cu.dense_forward(P(x), P(w), 0, 1, P(out), 70, 33, 65, 4, 0)
-        pooled = ar.array(np.zeros((3, 12), np.float32))
+        pooled = ar.array(np.full((3, 12), np.nan, np.float32))
         cu.masked_mean_pool_forward(P(xm), P(mask), P(pooled), 3, 50, 12, 4, 0)
         return np.float64(loss), g, out, pooled
 

@@ -25,6 +25,8 @@ import mmap
 import os
 import pathlib
 import re
+import threading
+import types
 
 import numpy as np
 import pytest
@@ -803,3 +805,204 @@ def test_emulator_warp_intrinsics_and_missing_sync():
         got.append(out[:64].copy())
     sched(0)
     assert not np.array_equal(got[0], got[1])
+
+
+# ---------------------------------------------------------------------------- the cuda adapters
+class DevArray(np.ndarray):
+    """A numpy array that the ``_cuda_*`` adapters take for a CuPy one: ``.data.ptr`` is its
+    address (a device pointer, on the emulator), ``.get()`` copies it to the host."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def get(self):
+        return np.array(self)
+
+
+_DEV = [Arena()]  # "device memory" of the running test: guard pages and canaries
+
+
+def dev(a):
+    return _DEV[0].array(np.asarray(a)).view(DevArray)
+
+
+FAKE_CUPY = types.SimpleNamespace(
+    asarray=lambda a, dtype=None: dev(np.asarray(a, dtype=dtype)),
+    empty=lambda shape, dtype=np.float64: dev(np.empty(shape, dtype)),
+    uint8=np.uint8,
+    uint64=np.uint64,
+    int64=np.int64,
+    cuda=types.SimpleNamespace(
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0), runtime=types.SimpleNamespace(getDevice=lambda: 0)
+    ),
+)
+
+
+@pytest.fixture
+def emu_cuda(monkeypatch):
+    """The adapters' cupy and _cuda are the fake above and _cuda_emu (fresh error-word state)."""
+    from fastscale import _backends
+
+    real = _backends.module
+    monkeypatch.setattr(CU, "cupy", lambda: FAKE_CUPY)
+    monkeypatch.setattr(CU, "_local", threading.local())
+    monkeypatch.setattr(_backends, "module", lambda name: cu if name == "cuda" else real(name))
+    monkeypatch.delenv(CU.ATOMIC_ENV, raising=False)
+    _DEV[0] = Arena()
+    sched(1)  # reverse order: the least natural schedule
+    yield monkeypatch
+    sched(0)
+    _DEV[0].check()
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+@pytest.mark.parametrize("csr", [False, True])
+def test_adapters_embedding_ops(emu_cuda, csr, atomic):
+    """embedding / embedding_bag forward and backward (dense, sparse) through the adapters."""
+    if atomic:
+        emu_cuda.setenv(CU.ATOMIC_ENV, "1")
+    rng = np.random.default_rng(7)
+    V, D, B, T = 9, 12, 6, 5
+    ids, offsets = bags_of(rng, V, B, T, csr, np.int32, np.int64, pad=3)
+    w = rng.standard_normal((V, D)).astype(np.float32)
+    kw = dict(mode="mean", padding_idx=3)
+    out = EB._cuda_forward(dev(w), dev(ids), None if offsets is None else dev(offsets), None, 3, True, dev(np.empty((B, D), np.float32)))
+    close(out, EB.reference(w, ids, offsets, **kw), np.float32)
+    dout = rng.standard_normal((B, D)).astype(np.float32)
+    ref = EB.reference_backward(dout, ids, offsets, num_embeddings=V, **kw)
+    offs = None if offsets is None else dev(offsets)
+    grad = EB._cuda_backward(dev(dout), dev(ids), offs, None, 3, True, dev(np.full((V, D), np.nan, np.float32)), V)
+    close(grad, ref, np.float32)
+    rows, values = EB._cuda_backward(dev(dout), dev(ids), offs, None, 3, True, None, V)
+    np.testing.assert_array_equal(rows, np.unique(ids[ids != 3]))
+    close(values, ref[np.asarray(rows)], np.float32)
+
+    flat = ids.reshape(-1)
+    out = E._cuda_forward(dev(w), dev(flat), dev(np.empty((flat.size, D), np.float32)))
+    np.testing.assert_array_equal(out, w[flat])
+    edout = rng.standard_normal((flat.size, D)).astype(np.float32)
+    ref = E.reference_backward(edout, flat, V)
+    close(E._cuda_backward(dev(edout), dev(flat), dev(np.empty((V, D), np.float32)), V), ref, np.float32)
+    rows, values = E._cuda_backward(dev(edout), dev(flat), None, V)
+    np.testing.assert_array_equal(rows, np.unique(flat))
+    close(values, ref[np.asarray(rows)], np.float32)
+
+
+def test_adapters_errors(emu_cuda):
+    """Bad input reaches the user as the numpy backend's exception, through the error word."""
+    rng = np.random.default_rng(8)
+    V, D = 5, 4
+    w = rng.standard_normal((V, D)).astype(np.float64)
+    ids = np.array([1, 2, 7, 0, -1], np.int64)
+    offsets = np.array([0, 2, 5], np.int64)
+
+    def same(exc_type, cuda_call, numpy_call):
+        with pytest.raises(exc_type) as want:
+            numpy_call()
+        with pytest.raises(exc_type, match=re.escape(str(want.value))):
+            cuda_call()
+
+    same(IndexError, lambda: EB._cuda_forward(dev(w), dev(ids), dev(offsets), None, -1, True, dev(np.empty((2, D)))),
+         lambda: EB.embedding_bag(w, ids, offsets, backend="numpy"))
+    bad_off = np.array([0, 4, 3], np.int64)
+    same(ValueError, lambda: EB._cuda_forward(dev(w), dev(ids), dev(bad_off), None, -1, True, dev(np.empty((2, D)))),
+         lambda: EB.embedding_bag(w, ids, bad_off, backend="numpy"))
+    dout = np.ones((2, D))
+    grad = dev(np.full((V, D), 7.0))
+    same(IndexError, lambda: EB._cuda_backward(dev(dout), dev(ids), dev(offsets), None, -1, True, grad, V),
+         lambda: EB.embedding_bag_backward(dout, ids, offsets, num_embeddings=V, backend="numpy"))
+    assert (np.asarray(grad) == 7.0).all()
+    same(IndexError, lambda: E._cuda_forward(dev(w), dev(ids), dev(np.empty((5, D)))),
+         lambda: E.embedding(w, ids, backend="numpy"))
+    z, y = np.zeros(6), np.array([0, 1, 0.5, 2.0, 0, np.nan])
+    same(ValueError, lambda: BCE._cuda(dev(z), dev(y), dev(np.empty(6))),
+         lambda: BCE.bce_with_logits(z, y, backend="numpy"))
+    k = AD.adam_coefficients(1, 1e-3, 0.9, 0.999, 1e-7, 0.0, False, "keras")
+    p, m, v = np.ones((V, D)), np.zeros((V, D)), np.zeros((V, D))
+    rows, vals = np.array([0, 3, 2], np.int64), np.ones((3, D))
+    pd = dev(p)
+    same(ValueError, lambda: AD._cuda_sparse(pd, dev(rows), dev(vals), dev(m), dev(v), k),
+         lambda: AD.sparse_adam_step(p.copy(), rows, vals, m.copy(), v.copy(), step=1, backend="numpy"))
+    assert (np.asarray(pd) == 1).all()
+    # After each error the word is NO_ERROR again: a good call goes through.
+    out = EB._cuda_forward(dev(w), dev(ids % V), dev(offsets), None, -1, True, dev(np.empty((2, D))))
+    close(out, EB.reference(w, ids % V, offsets), np.float64)
+
+
+def test_adapters_deferred_checks(emu_cuda):
+    """In a deferred-check block the earliest failing call raises at the end, and every later
+    kernel that writes caller state (a backward's gradient, Adam) skips its writes."""
+    rng = np.random.default_rng(9)
+    V, D = 6, 8
+    w = rng.standard_normal((V, D)).astype(np.float32)
+    good = np.array([[1, 2], [3, 4]], np.int64)
+    bad = np.array([[1, 9], [3, 4]], np.int64)
+    p0 = rng.standard_normal((V, D)).astype(np.float32)
+    p, g, m, v = dev(p0), dev(np.ones((V, D), np.float32)), dev(np.zeros((V, D), np.float32)), dev(np.zeros((V, D), np.float32))
+    grad = dev(np.full((V, D), 5.0, np.float32))
+    k = AD.adam_coefficients(1, 1e-3, 0.9, 0.999, 1e-7, 0.0, False, "keras")
+    with pytest.raises(IndexError) as want:
+        EB.embedding_bag(w, bad, backend="numpy")
+    with pytest.raises(IndexError, match=re.escape(str(want.value))):
+        with CU.deferred_checks():
+            EB._cuda_forward(dev(w), dev(good), None, None, -1, True, dev(np.empty((2, D), np.float32)))
+            EB._cuda_forward(dev(w), dev(bad), None, None, -1, True, dev(np.empty((2, D), np.float32)))
+            EB._cuda_backward(dev(np.ones((2, D), np.float32)), dev(good), None, None, -1, True, grad, V)
+            AD._cuda_dense(p, g, m, v, k)
+    assert (np.asarray(grad) == 5.0).all()
+    np.testing.assert_array_equal(p, p0)
+    # The word was reset: the same calls now go through.
+    with CU.deferred_checks():
+        EB._cuda_backward(dev(np.ones((2, D), np.float32)), dev(good), None, None, -1, True, grad, V)
+        AD._cuda_dense(p, g, m, v, k)
+    assert not (np.asarray(grad) == 5.0).all()
+    assert not np.array_equal(np.asarray(p), p0)
+
+
+def test_adapters_dense_pool_bce_adam(emu_cuda):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    w = rng.standard_normal((7, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    out = DN._cuda_forward(dev(x), dev(w), dev(b), DN._act_code("tanh"), dev(np.empty((5, 3), np.float32)))
+    close(out, DN.reference(x, w, b, "tanh"), np.float32)
+    dout = rng.standard_normal((5, 3)).astype(np.float32)
+    dx, dw, db = (dev(np.empty(s, np.float32)) for s in ((5, 7), (7, 3), (3,)))
+    DN._cuda_backward(dev(dout), dev(x), dev(w), dev(np.asarray(out)), DN._act_code("tanh"), dx, dw, db)
+    for got, ref in zip((dx, dw, db), DN.reference_backward(dout, x, w, np.asarray(out), "tanh")):
+        close(got, ref, np.float32)
+    xm = rng.standard_normal((3, 4, 6))
+    mask = rng.random((3, 4)) < 0.6
+    close(MMP._cuda_forward(dev(xm), dev(mask), dev(np.empty((3, 6)))), MMP.reference(xm, mask), np.float64)
+    dpool = rng.standard_normal((3, 6))
+    close(MMP._cuda_backward(dev(dpool), dev(mask), dev(np.empty((3, 4, 6)))), MMP.reference_backward(dpool, mask),
+          np.float64)
+    z, y = rng.standard_normal(50), (rng.random(50) < 0.5).astype(np.float64)
+    dl = dev(np.empty(50))
+    loss = BCE._cuda(dev(z), dev(y), dl)
+    rl, rg = BCE.reference(z, y)
+    assert abs(loss - rl) < 1e-12
+    close(dl, rg, np.float64)
+    kw = adam_kw(3, 1e-2, 0.9, 0.999, 1e-7, 0.01, True, "torch")
+    k = AD.adam_coefficients(**kw)
+    ps = [rng.standard_normal(n) for n in (3, 10)]
+    gs = [rng.standard_normal(n) for n in (3, 10)]
+    ms = [np.zeros(n) for n in (3, 10)]
+    vs = [np.zeros(n) for n in (3, 10)]
+    refs = [AD.reference(p, g, m, v, **kw) for p, g, m, v in zip(ps, gs, ms, vs)]
+    dps, dms, dvs = [dev(a) for a in ps], [dev(a) for a in ms], [dev(a) for a in vs]
+    AD._cuda_multi(dps, [dev(a) for a in gs], dms, dvs, k)
+    for dp, dm, dv, (rp, rm, rv) in zip(dps, dms, dvs, refs):
+        close(dp, rp, np.float64)
+        close(dm, rm, np.float64)
+        close(dv, rv, np.float64)
+    V, D = 6, 5
+    p, m, v = rng.standard_normal((V, D)), np.zeros((V, D)), np.zeros((V, D))
+    rows, vals = np.array([1, 4], np.int32), rng.standard_normal((2, D))
+    rp, rm, rv = AD.reference_sparse(p, rows, vals, m, v, **kw)
+    dp, dm, dv = dev(p), dev(m), dev(v)
+    AD._cuda_sparse(dp, dev(rows), dev(vals), dm, dv, k)
+    close(dp, rp, np.float64)
+    close(dm, rm, np.float64)
+    close(dv, rv, np.float64)

@@ -77,6 +77,13 @@ ORDERS = (0, 1, 2)  # forward, reverse, seeded random
 DIMS = (1, 2, 3, 4, 5, 8, 17, 64, 130, 260, 301, 1100)
 
 CANARY = 0xA5
+# FASTSCALE_EMU_SCALE=20 multiplies every test's hypothesis examples (a longer bug hunt).
+SCALE = float(os.environ.get("FASTSCALE_EMU_SCALE", "1"))
+
+
+def ex(n):
+    return settings(max_examples=max(1, int(n * SCALE)))
+
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -196,6 +203,7 @@ def bags_of(rng, V, B, T, csr, it, ot, pad_rate=0.3, pad=-1):
 
 # ---------------------------------------------------------------------------- embedding
 @given(V=st.integers(1, 12), D=st.sampled_from(DIMS), N=st.integers(0, 40), **common)
+@ex(150)
 def test_embedding_forward(V, D, N, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -211,6 +219,7 @@ def test_embedding_forward(V, D, N, ft, it, misalign, order, seed):
 
 
 @given(V=st.integers(1, 6), N=st.integers(1, 70), nbad=st.integers(1, 3), tag=st.integers(0, 0xFFFE), **common)
+@ex(150)
 def test_embedding_forward_bad_ids(V, N, nbad, tag, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -256,6 +265,7 @@ def run_embedding_sparse(ar, dout, ids, V, err):
 
 
 @given(V=st.integers(1, 12), D=st.sampled_from(DIMS), N=st.integers(0, 70), det=st.booleans(), **common)
+@ex(150)
 def test_embedding_backward(V, D, N, det, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -302,6 +312,7 @@ def make_bags(rng, ar, V, B, T, csr, it, ot, ft, mode, weighted, padded):
 
 
 @given(**bag_params, **common)
+@ex(150)
 def test_embedding_bag_forward(V, D, B, T, csr, ot, mode, weighted, padded, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -347,6 +358,7 @@ def bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, tag=0):
 
 
 @given(**bag_params, det=st.booleans(), **common)
+@ex(150)
 def test_embedding_bag_backward(V, D, B, T, csr, ot, mode, weighted, padded, det, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -371,6 +383,7 @@ def test_embedding_bag_backward(V, D, B, T, csr, ot, mode, weighted, padded, det
 @given(V=st.integers(1, 6), B=st.integers(1, 12), T=st.integers(1, 8), nbad=st.integers(1, 3),
        what=st.sampled_from(["offsets", "ids", "both"]), ot=st.sampled_from(INTS), tag=st.integers(0, 0xFFFE),
        det=st.booleans(), **common)
+@ex(150)
 def test_embedding_bag_bad_input(V, B, T, nbad, what, ot, tag, det, ft, it, misalign, order, seed):
     """Bad offsets (prio 0) win over bad ids (prio 1); the first position of each, as the CPU
     reports; the dense backward then writes nothing; Python decodes the word into the error."""
@@ -439,6 +452,7 @@ def test_backward_skips_when_word_already_set(which):
 # ---------------------------------------------------------------------------- masked_mean_pool
 @given(B=st.integers(0, 6), T=st.integers(0, 20), D=st.sampled_from(DIMS), p=st.sampled_from([0.0, 0.5, 1.0]),
        **common)
+@ex(150)
 def test_masked_mean_pool(B, T, D, p, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -468,7 +482,7 @@ ACTS = [None, "relu", "sigmoid", "tanh"]
 
 @given(B=st.integers(0, 70), I=st.integers(0, 70), O=st.integers(0, 70), act=st.sampled_from(ACTS),
        bias=st.booleans(), need_dx=st.booleans(), **common)
-@settings(max_examples=40)
+@ex(120)
 def test_dense(B, I, O, act, bias, need_dx, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -505,7 +519,7 @@ def bce_call(ar, z, y, err, tag=0):
 
 
 @given(N=st.sampled_from([1, 2, 7, 255, 256, 257, 1025, 3000, 5000]), **common)
-@settings(max_examples=30)
+@ex(90)
 def test_bce(N, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -522,7 +536,7 @@ def test_bce(N, ft, it, misalign, order, seed):
 
 
 @given(N=st.integers(1, 3000), nbad=st.integers(1, 3), tag=st.integers(0, 0xFFFE), **common)
-@settings(max_examples=30)
+@ex(90)
 def test_bce_bad_targets(N, nbad, tag, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
@@ -556,7 +570,7 @@ def adam_kw(step, lr, beta1, beta2, eps, wd, decoupled, placement):
 
 @given(sizes=st.lists(st.sampled_from([0, 1, 3, 4, 5, 17, 64, 100, 1000]), min_size=1, max_size=30), **hyper,
        **common)
-@settings(max_examples=30)
+@ex(90)
 def test_adam_multi(sizes, step, lr, beta1, beta2, eps, wd, decoupled, placement, ft, it, misalign, order, seed):
     """Up to 30 tensors (over the 24 a launch takes), mixed alignment (vector path and its
     scalar tail, or scalar only)."""
@@ -618,7 +632,7 @@ def test_adam_multi_skips_when_word_set():
 
 @given(V=st.integers(1, 30), D=st.sampled_from(DIMS[:9]), R=st.integers(0, 30),
        bad=st.sampled_from([None, "range", "order", "dup"]), tag=st.integers(0, 0xFFFE), **hyper, **common)
-@settings(max_examples=40)
+@ex(120)
 def test_sparse_adam(V, D, R, bad, tag, step, lr, beta1, beta2, eps, wd, decoupled, placement, ft, it, misalign,
                      order, seed):
     rng = np.random.default_rng(seed)

@@ -2,13 +2,14 @@
 # Run the op tests and the fuzz suite against an AddressSanitizer + UndefinedBehaviorSanitizer
 # build of the C++ extension (issue 7, point 2).
 #
-#   tools/sanitize.sh                  # build build/sanitize, run tests/ops + tests/fuzz
+#   tools/sanitize.sh                  # build build/sanitize, run tests/ops + tests/fuzz + tests/test_cuda_emu.py
 #   tools/sanitize.sh tests/test_large.py -k cpp   # other pytest arguments instead
 #   FASTSCALE_SANITIZE_BUILD=/tmp/san tools/sanitize.sh   # another build folder
 #
 # How it works:
-# * _cpu is built with -DFASTSCALE_SANITIZE=ON (-fsanitize=address,undefined,
-#   -fno-sanitize-recover=undefined) into its own build folder, never into src/fastscale,
+# * _cpu and _cuda_emu (the CUDA kernels on the CPU emulator) are built with
+#   -DFASTSCALE_SANITIZE=ON (-fsanitize=address,undefined, -fno-sanitize-recover=undefined)
+#   into their own build folder, never into src/fastscale,
 #   so the normal in-place build is left alone.
 # * A staging package $BUILD/py/fastscale links every file of src/fastscale except the
 #   extension, and the sanitized _cpu next to them; PYTHONPATH points there.
@@ -28,20 +29,23 @@ ROOT=$PWD
 BUILD=${FASTSCALE_SANITIZE_BUILD:-$ROOT/build/sanitize}
 PY=${PYTHON:-python}
 
-cmake -S . -B "$BUILD" -G Ninja -DFASTSCALE_SANITIZE=ON -DFASTSCALE_CUDA=OFF -DFASTSCALE_INPLACE=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
-cmake --build "$BUILD" --target _cpu
+# _cuda_emu too: the CUDA kernels on the CPU emulator (csrc/cuda/emu), so an out-of-bounds
+# index in a kernel is an ASan report (tests/test_cuda_emu.py).
+cmake -S . -B "$BUILD" -G Ninja -DFASTSCALE_SANITIZE=ON -DFASTSCALE_CUDA=OFF -DFASTSCALE_CUDA_EMU=ON \
+  -DFASTSCALE_INPLACE=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
+cmake --build "$BUILD" --target _cpu _cuda_emu
 
 STAGE=$BUILD/py/fastscale
 rm -rf "$BUILD/py"
 mkdir -p "$STAGE"
 for f in "$ROOT"/src/fastscale/*; do
   case "$(basename "$f")" in
-    _cpu*.so | __pycache__) ;;
+    _cpu*.so | _cuda_emu*.so | __pycache__) ;;
     *) ln -s "$f" "$STAGE/" ;;
   esac
 done
 ln -s "$(ls "$BUILD"/_cpu*.so | head -1)" "$STAGE/"
+ln -s "$(ls "$BUILD"/_cuda_emu*.so | head -1)" "$STAGE/"
 
 LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
 [ -f "$LIBASAN" ] || { echo "sanitize.sh: libasan.so not found ($LIBASAN)" >&2; exit 2; }
@@ -50,7 +54,7 @@ LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
 LIBSTDCXX=$(${CXX:-c++} -print-file-name=libstdc++.so)
 PRELOAD="$LIBASAN $LIBSTDCXX"
 
-if [ $# -eq 0 ]; then set -- tests/ops tests/fuzz; fi
+if [ $# -eq 0 ]; then set -- tests/ops tests/fuzz tests/test_cuda_emu.py; fi
 # pytest captures fd 2, so a report printed there would be lost when the sanitizer ends the
 # process: both write to $LOGS/{asan,ubsan}.<pid> instead, shown at the end.
 LOGS=$BUILD/logs
@@ -67,9 +71,10 @@ rc=$?
 set -e
 # Make sure the run really used the sanitized extension.
 env PYTHONPATH="$BUILD/py" LD_PRELOAD="$PRELOAD" ASAN_OPTIONS=detect_leaks=0 "$PY" -c "
-import fastscale._cpu as m, sys
-assert m.__file__.startswith('$BUILD'), m.__file__
-print('sanitize.sh: tests ran against', m.__file__)"
+import fastscale._cpu as m, fastscale._cuda_emu as e, sys
+for mod in (m, e):
+    assert mod.__file__.startswith('$BUILD'), mod.__file__
+    print('sanitize.sh: tests ran against', mod.__file__)"
 # "failed to allocate" warnings are the huge allocations refused on purpose (MemoryError).
 if compgen -G "$LOGS/*" >/dev/null && grep -l -E "ERROR|runtime error|CHECK failed" "$LOGS"/* >/dev/null; then
   for f in "$LOGS"/*; do echo "==== $f"; cat "$f"; done

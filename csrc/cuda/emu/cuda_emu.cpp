@@ -24,6 +24,7 @@
 #endif
 #endif
 #ifdef FS_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -117,6 +118,7 @@ void (*g_body)(void*) = nullptr;
 void* g_ctx = nullptr;
 std::string g_error;
 std::mt19937_64 g_rng;
+unsigned long long g_rot = 0;
 // A fault inside a kernel (an access to unmapped or protected memory, e.g. a guard page the
 // tests put after an array) ends the launch with a report instead of the process:
 // cudaErrorIllegalAddress on the GPU.
@@ -215,6 +217,12 @@ void init_fiber(int i) {
   }
   // The frame fs_emu_switch pops: MXCSR / x87 CW, r15..rbp, then fiber_entry as the return
   // address, above it a null fake return address (16-byte alignment as after a call).
+#ifdef FS_EMU_ASAN
+  // Frames of threads that never returned (a finished thread switches away from inside its
+  // kernel's frames) leave redzones poisoned: the stack is fresh for the next thread.
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  ASAN_UNPOISON_MEMORY_REGION(f.stack + page, STACK - page);
+#endif
   auto* top = reinterpret_cast<std::uint64_t*>(f.stack + STACK);
   top[-1] = 0;
   top[-2] = reinterpret_cast<std::uint64_t>(&fiber_entry);
@@ -481,8 +489,16 @@ void run_launch(const char* name, const char* file, int line, dim3 grid, dim3 bl
   std::vector<int> order(g_nthreads);
   for (int i = 0; i < g_nthreads; ++i) order[i] = g_order == REVERSE ? g_nthreads - 1 - i : i;
   const unsigned long long nb = static_cast<unsigned long long>(grid.x) * grid.y * grid.z;
-  std::vector<unsigned long long> perm;  // (outside the frames a fault jumps over)
-  unsigned long long rot = 0;
+  // Block order: forward, reverse, or a seeded permutation (for small grids; large ones
+  // use a random rotation, enough to move every block's position).  Decided before sigsetjmp:
+  // nothing a fault jumps over is modified after it.
+  std::vector<unsigned long long> perm;
+  if (g_order == RANDOM && nb <= (1u << 20)) {
+    perm.resize(nb);
+    for (unsigned long long b = 0; b < nb; ++b) perm[b] = b;
+    std::shuffle(perm.begin(), perm.end(), g_rng);
+  }
+  g_rot = g_order == RANDOM && perm.empty() ? g_rng() % nb : 0;  // a global: no local lives across sigsetjmp
   install_fault_handler();
   if (sigsetjmp(g_fault_jmp, 1) != 0) {  // a kernel thread faulted (on_fault)
     g_cur = -1;
@@ -491,21 +507,10 @@ void run_launch(const char* name, const char* file, int line, dim3 grid, dim3 bl
   }
   g_in_kernel = 1;
   try {
-    // Block order: forward, reverse, or a seeded permutation (for small grids; large ones
-    // use a random rotation, enough to move every block's position).
-    if (g_order == RANDOM) {
-      if (nb <= (1u << 20)) {
-        perm.resize(nb);
-        for (unsigned long long k = 0; k < nb; ++k) perm[k] = k;
-        std::shuffle(perm.begin(), perm.end(), g_rng);
-      } else {
-        rot = g_rng() % nb;
-      }
-    }
     for (unsigned long long k = 0; k < nb; ++k) {
       unsigned long long b = k;
       if (g_order == REVERSE) b = nb - 1 - k;
-      else if (g_order == RANDOM) b = perm.empty() ? (k + rot) % nb : perm[k];
+      else if (g_order == RANDOM) b = perm.empty() ? (k + g_rot) % nb : perm[k];
       run_block(static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
                 static_cast<unsigned>(b / (static_cast<unsigned long long>(grid.x) * grid.y)), order);
     }

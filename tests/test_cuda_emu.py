@@ -74,7 +74,7 @@ INTS = (np.int32, np.int64)
 ORDERS = (0, 1, 2)  # forward, reverse, seeded random
 # Feature sizes: not a multiple of 4 (scalar path), multiples (16-byte vectors), and beyond
 # 32 / 64 / 128 / 256 units per warp (2, 4, 8 units per lane; column chunks).
-DIMS = (1, 2, 3, 4, 5, 8, 17, 64, 130, 260, 301, 1100)
+DIMS = (0, 1, 2, 3, 4, 5, 8, 17, 64, 130, 260, 301, 1100)
 
 CANARY = 0xA5
 # FASTSCALE_EMU_SCALE=20 multiplies every test's hypothesis examples (a longer bug hunt).
@@ -630,7 +630,7 @@ def test_adam_multi_skips_when_word_set():
     ar.check()
 
 
-@given(V=st.integers(1, 30), D=st.sampled_from(DIMS[:9]), R=st.integers(0, 30),
+@given(V=st.integers(1, 30), D=st.sampled_from(DIMS[:10]), R=st.integers(0, 30),
        bad=st.sampled_from([None, "range", "order", "dup"]), tag=st.integers(0, 0xFFFE), **hyper, **common)
 @ex(120)
 def test_sparse_adam(V, D, R, bad, tag, step, lr, beta1, beta2, eps, wd, decoupled, placement, ft, it, misalign,
@@ -673,6 +673,48 @@ def test_sparse_adam(V, D, R, bad, tag, step, lr, beta1, beta2, eps, wd, decoupl
         close(p, rp, ft)
         close(m, rm, ft)
         close(v, rv, ft)
+    ar.check()
+
+
+# ---------------------------------------------------------------------------- capped grids
+def test_grid_stride_loops_past_the_grid_cap():
+    """Sizes beyond the capped grids (132 * 64 blocks of 8 warps, 132 * 16 blocks of 256
+    threads, bce's 1024 blocks of 4 items per thread): every grid-stride loop goes round more
+    than once."""
+    rng = np.random.default_rng(11)
+    ar = Arena()
+    err = ar.err()
+    V, N = 50, 132 * 64 * 8 + 1001
+    w = ar.array(rng.standard_normal((V, 1)).astype(np.float32))
+    ids = ar.array(rng.integers(0, V, N).astype(np.int32))
+    out = ar.array(np.full((N, 1), np.nan, np.float32))
+    cu.embedding_forward(P(w), P(ids), P(out), V, 1, N, 4, 4, P(err), 0, 0)
+    np.testing.assert_array_equal(out, np.asarray(w)[ids])
+    dout = ar.array(rng.standard_normal((N, 1)).astype(np.float32))
+    ref = E.reference_backward(dout, ids, V)
+    for det in (True, False):  # zero_kernel, prep_kernel, atomic_kernel loop; the sort sees N keys
+        grad = run_embedding_backward(ar, dout, ids, V, det, err)
+        close(grad, ref, np.float32, scale=30)
+    Vbig = 132 * 16 * 256 // 3 + 5  # V * D over the stride grid: zero_kernel loops
+    gbig = run_embedding_backward(ar, ar.array(np.ones((2, 3), np.float32)), ar.array(np.array([0, Vbig - 1], np.int64)),
+                                  Vbig, False, err)
+    want = np.zeros((Vbig, 3), np.float32)
+    want[[0, -1]] = 1
+    np.testing.assert_array_equal(gbig, want)
+    M = 1024 * 256 * 4 + 77
+    z = ar.array(rng.standard_normal(M).astype(np.float32))
+    y = ar.array(rng.random(M).astype(np.float32))
+    loss, g = bce_call(ar, z, y, err)
+    rl = float(np.mean(np.maximum(z, 0) - z.astype(np.float64) * y + np.log1p(np.exp(-np.abs(z.astype(np.float64))))))
+    assert abs(loss - rl) < 1e-6
+    B, T, D = 1100, 64, 1  # masked_mean_pool backward: B * T rows over 132 * 64 * 8 warps
+    mask = ar.array(rng.random((B, T)) < 0.5)
+    dpool = ar.array(rng.standard_normal((B, D)).astype(np.float32))
+    dx = ar.array(np.full((B, T, D), np.nan, np.float32))
+    scale = ar.array(np.full(B, np.nan, np.float32))
+    cu.masked_mean_pool_backward(P(dpool), P(mask), P(dx), P(scale), B, T, D, 4, 0)
+    close(dx, MMP.reference_backward(dpool, mask), np.float32)
+    assert err[0] == NO_ERROR
     ar.check()
 
 

@@ -16,13 +16,24 @@
 //   every lane named in the mask and fail on a mask / intrinsic mismatch, a caller outside
 //   its own mask, a named lane that exited or does not exist, a shuffle from a lane outside
 //   the mask; a block where no thread can progress is reported as a deadlock.
-// * __shared__ variables are static storage in one linker section that is filled with 0xff
-//   bytes (NaN, -1) before every block, so reading shared memory nobody wrote shows.
+// * __shared__ variables are static storage, shared by the threads of the running block as
+//   on the GPU.  They are filled with 0xff bytes (NaN, -1) before every block where GCC
+//   honours the section attribute (non-template kernels); in template kernels (GCC ignores
+//   the attribute there) a block sees what the previous block left, so shared memory read
+//   before it is written shows as stale data from the second block on.
 // * Launch configurations are checked as the driver does (cudaErrorInvalidConfiguration
 //   through cudaGetLastError); an emulator-detected kernel bug throws std::runtime_error
 //   from the launch, naming kernel, block, thread, file:line.
-// * Device pointers are host addresses.  Out-of-bounds accesses are not checked here: build
-//   with FASTSCALE_SANITIZE (ASan) for that.
+// * Device pointers are host addresses.  A fault inside a kernel (a guard page, unmapped
+//   memory) is reported as an illegal address; other out-of-bounds accesses need ASan
+//   (tools/sanitize.sh builds this module with it).
+//
+// Not modelled (so not detected): true concurrency between blocks and between warps
+// (memory-model races, missing fences or volatile, a block waiting on another block), the
+// read-only cache (__ldg of data the same kernel writes), __launch_bounds__ and register /
+// shared-memory limits, __host__ / __device__ qualifier errors (nvcc catches those),
+// performance.  Threads only switch at synchronisation points, so a race between two
+// threads of one warp with no intrinsic between them shows only through the thread order.
 #pragma once
 
 #include <math.h>  // libstdc++'s wrapper: float overloads of exp, tanh, ... as in device code

@@ -36,12 +36,18 @@ from hypothesis import strategies as st
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _sanitized(build_dir):
+    cache = build_dir / "CMakeCache.txt"
+    return cache.exists() and "FASTSCALE_SANITIZE:BOOL=ON" in cache.read_text(errors="replace")
+
+
 def _load_emu():
     """fastscale._cuda_emu built in place (src/fastscale), else the newest copy under build/
     (CI tests an installed fastscale, which never carries the emulator module)."""
     if importlib.util.find_spec("fastscale._cuda_emu") is not None:
         return importlib.import_module("fastscale._cuda_emu")
     built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda_emu.*.so"), recursive=True), key=os.path.getmtime)
+    built = [p for p in built if not _sanitized(pathlib.Path(p).parent)]  # those need libasan preloaded
     if not built:
         return None
     spec = importlib.util.spec_from_file_location("fastscale._cuda_emu", built[-1])

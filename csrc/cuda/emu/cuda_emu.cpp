@@ -469,6 +469,7 @@ void run_launch(const char* name, const char* file, int line, dim3 grid, dim3 bl
     std::ostringstream o;
     o << k << " grid=(" << grid.x << "," << grid.y << "," << grid.z << ") block=(" << block.x << "," << block.y
       << "," << block.z << ")\n";
+    if (g_log.size() > (1u << 20)) g_log.erase(0, g_log.size() / 2);  // bounded: the recent launches
     g_log += o.str();
   }
   if (!valid_config(grid, block, smem)) {

@@ -299,7 +299,8 @@ class Sequential:
         when CuPy inputs arrive.  ``backend="cuda"`` or ``"cupy"`` implies ``"gpu"``.
         ``device="gpu"`` without a usable GPU backend raises BackendUnavailableError."""
         if loss is None:
-            raise ValueError("compile: a loss is required ('binary_crossentropy' or 'sparse_categorical_crossentropy')")
+            raise ValueError("compile: a loss is required ('binary_crossentropy', 'categorical_crossentropy', "
+                             "'sparse_categorical_crossentropy', 'mse' or 'mae')")
         if not self.layers:
             raise ValueError("compile: the model has no layers")
         from .._backends import CUPY_ORDER, NUMPY_ORDER
@@ -329,7 +330,7 @@ class Sequential:
         self._configure_grads()
         last = self.layers[-1]
         # Work from the logit when the head's activation matches the loss (stable, and cheaper).
-        self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense)
+        self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense) and self.loss.head_activation is not None
                             and last.activation == self.loss.head_activation)
         self._loss_logits = self.loss.from_logits or self._ask_logits
         self.compiled = True

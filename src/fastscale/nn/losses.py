@@ -40,6 +40,18 @@ class Loss:
     def check_targets(self, y_true, units):
         """Raise ValueError for targets this loss cannot take (all of a fit's targets at once)."""
 
+    def weighted(self, y_true, output, logits, weights, backend=None, checked=False):
+        """``__call__`` with per-sample weights ``(B,)``, as Keras reduces them: the mean over the
+        batch of ``weight * loss`` (not divided by the weights' sum); each sample's gradient
+        scaled by its weight."""
+        _, d = self(y_true, output, logits, backend=backend, checked=checked)
+        xp = _device.module_of(output)
+        w = _device.as_module(weights, xp)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by fit
+            l = self.per_sample(_device.as_module(y_true, xp), output, logits)
+        loss = (w * l).mean() if l.size else 0.0
+        return _host_float(loss), d * w.astype(d.dtype, copy=False).reshape((-1,) + (1,) * (d.ndim - 1))
+
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
@@ -66,6 +78,18 @@ class BinaryCrossentropy(Loss):
         inside = (p > eps) & (p < 1 - eps)  # the clip has zero gradient outside
         dp = ((pc - y) / (pc * (1 - pc))) * inside / p.dtype.type(p.size)
         return _host_float(loss), dp.astype(p.dtype, copy=False)
+
+    def per_sample(self, y_true, output, logits):
+        """Each sample's loss (float64, mean over its outputs), as ``__call__`` averages it."""
+        xp = _device.module_of(output)
+        y = y_true.reshape(output.shape).astype(np.float64)
+        o = output.astype(np.float64)
+        if logits:
+            l = xp.maximum(o, 0) - o * y + xp.log1p(xp.exp(-xp.abs(o)))
+        else:
+            pc = xp.clip(o, EPSILON, 1 - EPSILON)
+            l = -(y * xp.log(pc) + (1 - y) * xp.log1p(-pc))
+        return l.reshape(l.shape[0], -1).mean(axis=1)
 
     def check_targets(self, y_true, units):
         y = y_true
@@ -113,6 +137,16 @@ class SparseCategoricalCrossentropy(Loss):
         inside = (output[rows, y] > eps) & (output[rows, y] < 1 - eps)
         d[rows, y] = -inside / (py * output.dtype.type(max(B, 1)))
         return _host_float(loss), d
+
+    def per_sample(self, y_true, output, logits):
+        xp = _device.module_of(output)
+        y = y_true.reshape(-1).astype(np.int64)
+        o = output.astype(np.float64)
+        rows = xp.arange(o.shape[0])
+        if logits:
+            z = o - o.max(axis=1, keepdims=True)
+            return xp.log(xp.exp(z).sum(axis=1)) - z[rows, y]
+        return -xp.log(xp.clip(o[rows, y], EPSILON, 1 - EPSILON))
 
     def check_targets(self, y_true, units):
         y = y_true.reshape(-1)
@@ -164,6 +198,15 @@ class CategoricalCrossentropy(Loss):
         d = (g - (g * p).sum(axis=1, keepdims=True)) / (s * n)  # through p = output / sum(output)
         return _host_float(loss), d.astype(output.dtype, copy=False)
 
+    def per_sample(self, y_true, output, logits):
+        xp = _device.module_of(output)
+        y = y_true.astype(np.float64)
+        o = output.astype(np.float64)
+        if logits:
+            z = o - o.max(axis=1, keepdims=True)
+            return -(y * (z - xp.log(xp.exp(z).sum(axis=1, keepdims=True)))).sum(axis=1)
+        return -(y * xp.log(xp.clip(o / o.sum(axis=1, keepdims=True), EPSILON, 1 - EPSILON))).sum(axis=1)
+
     def check_targets(self, y_true, units):
         y = y_true
         if y.ndim != 2 or y.shape[1] != units:
@@ -198,6 +241,11 @@ class _Regression(Loss):
         diff = output - y
         loss, d = self._error(xp, diff)
         return _host_float(loss.mean(dtype=np.float64) if output.size else 0.0), d / output.dtype.type(max(output.size, 1))
+
+    def per_sample(self, y_true, output, logits):
+        diff = output.astype(np.float64) - y_true.reshape(output.shape)
+        l = self._error(_device.module_of(output), diff)[0]
+        return l.reshape(l.shape[0], -1).mean(axis=1)
 
     def check_targets(self, y_true, units):
         xp = _device.module_of(y_true)

@@ -539,15 +539,17 @@ def _parser(argv):
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a data file")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a data file", formatter_class=_HelpFormatter)
+    p.add_argument("model", help="a model.fsm written by 'fastscale train'")
+    p.add_argument("data", help="'label<TAB>text' lines (.gz ok), labels among the model's")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="texts per forward pass")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="label and probability for each text (arguments, or lines on stdin)")
-    p.add_argument("model")
-    p.add_argument("texts", nargs="*")
+    p = sub.add_parser("predict", help="label and probability for each text (arguments, or lines on stdin)",
+                       description="Prints one line per text: the predicted label, the probability the model gives "
+                                   "that label, and the text's first 60 characters, separated by tabs.")
+    p.add_argument("model", help="a model.fsm written by 'fastscale train'")
+    p.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
     p.set_defaults(func=_predict)
 
     if not argv or argv[0] not in _OWN_COMMANDS:

@@ -11,7 +11,7 @@ fused ``embedding_bag``.  ``model.save(path)`` / ``nn.load_model(path)`` keep ev
 needed to predict or resume training in one checksummed file.
 """
 from . import callbacks, initializers, losses, metrics
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer
 from .model import Sequential, TrainingDivergedError
 from .saving import load_model
@@ -27,7 +27,9 @@ __all__ = [
     "GlobalAveragePooling1D",
     "History",
     "Layer",
+    "LearningRateScheduler",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
     "Sequential",
     "TrainingDivergedError",
     "callbacks",

@@ -535,7 +535,7 @@ class Sequential:
         plan_y = None if plan is None else plan.targets(y)
 
         history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = list(callbacks or []) + [history]  # last, as in Keras: it records what the others add to logs
         for cb in cbs:
             if not isinstance(cb, _callbacks.Callback):
                 raise TypeError(f"fit: callbacks must be fastscale.nn.callbacks.Callback instances, got {type(cb).__name__}")

@@ -189,7 +189,7 @@ def test_embedding_initializers_keras_names_and_saving(tmp_path):
     assert abs(n.params["embeddings"].std() - 1.0) < 0.01 and abs(n.params["embeddings"].mean()) < 0.01
     assert nn.Embedding(5, 2, embeddings_initializer="random_normal").embeddings_initializer == I.RandomNormal(0, 0.05)
     with pytest.raises(ValueError, match="unknown name"):
-        nn.Embedding(5, 2, embeddings_initializer="ones")
+        nn.Embedding(5, 2, embeddings_initializer="lecun_normal")
     with pytest.raises(ValueError, match="stddev"):
         I.RandomNormal(stddev=-1)
     m = nn.Sequential([nn.Embedding(50, 4, mask_zero=True, embeddings_initializer=I.RandomNormal(stddev=1.0)),

@@ -13,7 +13,7 @@ needed to predict or resume training in one checksummed file.
 from . import callbacks, initializers, losses, metrics
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer
-from .model import Sequential, TrainingDivergedError
+from .model import Input, Sequential, TrainingDivergedError
 from .saving import load_model
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "EmbeddingBag",
     "GlobalAveragePooling1D",
     "History",
+    "Input",
     "Layer",
     "LearningRateScheduler",
     "ModelCheckpoint",

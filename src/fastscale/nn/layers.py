@@ -90,6 +90,28 @@ class Layer:
         return f"{type(self).__name__}({cfg})"
 
 
+def _initial_table(layer, weights, shape):
+    """Keras's ``weights=[table]`` (or the table itself): a float array of ``shape``, copied."""
+    if weights is None:
+        return None
+    if isinstance(weights, (list, tuple)) and len(weights) == 1 and hasattr(weights[0], "shape"):
+        weights = weights[0]
+    w = _device.to_host(weights) if _device.is_cupy(weights) else np.asarray(weights)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{layer}: argument 'weights' must hold numbers, got dtype {w.dtype}")
+    if w.shape != shape:
+        raise ValueError(f"{layer}: argument 'weights' must be [an array of shape {shape}], got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{layer}: argument 'weights' holds non-finite values")
+    return w.copy()
+
+
+def _table(layer, init, rng, dtype):
+    if layer._initial is not None:
+        return layer._initial.astype(dtype)
+    return init(rng, (layer.input_dim, layer.output_dim), dtype)
+
+
 class Embedding(Layer):
     """Lookup table ``(input_dim, output_dim)``: ids ``(B, T)`` -> ``(B, T, output_dim)``.
 
@@ -97,18 +119,25 @@ class Embedding(Layer):
     then averages only the real tokens (so ``input_dim`` must leave room for id 0, as in Keras).
     In a ``Sequential`` followed by ``GlobalAveragePooling1D`` this layer is fused with the
     pooling into one ``embedding_bag`` and the ``(B, T, D)`` output is never built.
+
+    ``weights=[table]``: start from a pretrained ``(input_dim, output_dim)`` table (GloVe,
+    word2vec), as Keras's ``weights`` argument; with ``trainable=False`` it stays fixed.
+    ``input_length`` (Keras 2) is accepted and not needed: padded inputs of any length work.
     """
 
-    def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform"):
+    def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform",
+                 weights=None, input_length=None):
         super().__init__(name, trainable)
         self.input_dim = _int_arg("Embedding", "input_dim", input_dim)
         self.output_dim = _int_arg("Embedding", "output_dim", output_dim)
         self.mask_zero = bool(mask_zero)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.input_length = None if input_length is None else _int_arg("Embedding", "input_length", input_length)
+        self._initial = _initial_table("Embedding", weights, (self.input_dim, self.output_dim))
         self.sparse_grad = False  # set by Sequential.compile for Adam(lazy=True)
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": self.embeddings_initializer(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": _table(self, self.embeddings_initializer, rng, dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -136,7 +165,9 @@ class Embedding(Layer):
                "mask_zero": self.mask_zero}
         if self.embeddings_initializer != initializers.RandomUniform():  # Keras's default stays implicit
             cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
-        return cfg
+        if self.input_length is not None:
+            cfg["input_length"] = self.input_length
+        return cfg  # a weights= table is not config: a saved model holds the trained table
 
 
 class GlobalAveragePooling1D(Layer):
@@ -167,10 +198,13 @@ class EmbeddingBag(Layer):
     ``(ids, offsets)`` as made by ``fastscale.text.texts_to_bags`` (no padding at all).
     """
 
-    def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True):
+    def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True,
+                 embeddings_initializer="uniform", weights=None):
         super().__init__(name, trainable)
         self.input_dim = _int_arg("EmbeddingBag", "input_dim", input_dim)
         self.output_dim = _int_arg("EmbeddingBag", "output_dim", output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self._initial = _initial_table("EmbeddingBag", weights, (self.input_dim, self.output_dim))
         if mode not in ("mean", "sum"):
             raise ValueError(f"EmbeddingBag: argument 'mode' must be 'mean' or 'sum', got {mode!r}")
         if padding_idx is not None:
@@ -183,7 +217,7 @@ class EmbeddingBag(Layer):
         self._grad_buf = None
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": initializers.RandomUniform()(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": _table(self, self.embeddings_initializer, rng, dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -213,8 +247,11 @@ class EmbeddingBag(Layer):
         return None
 
     def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
-                "padding_idx": self.padding_idx}
+        cfg = {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
+               "padding_idx": self.padding_idx}
+        if self.embeddings_initializer != initializers.RandomUniform():
+            cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
+        return cfg
 
 
 class _FusedEmbeddingPool:
@@ -303,9 +340,12 @@ class Dense(Layer):
     applied in NumPy over the op's linear output).
     """
 
-    def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True):
+    def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
         super().__init__(name, trainable)
         self.units = _int_arg("Dense", "units", units)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
         if activation == "linear":
             activation = None
         if activation not in ACTIVATIONS:
@@ -316,11 +356,9 @@ class Dense(Layer):
     def build(self, input_shape, rng, dtype=np.float32):
         if len(input_shape) != 2:
             raise ValueError(f"{self.name}: Dense expects 2-D input (B, features), got shape {tuple(input_shape)}")
-        fan_in = int(input_shape[-1])
-        limit = np.sqrt(6.0 / (fan_in + self.units))
-        params = {"kernel": rng.uniform(-limit, limit, size=(fan_in, self.units)).astype(dtype)}
+        params = {"kernel": self.kernel_initializer(rng, (int(input_shape[-1]), self.units), dtype)}
         if self.use_bias:
-            params["bias"] = np.zeros(self.units, dtype)
+            params["bias"] = self.bias_initializer(rng, (self.units,), dtype)
         self.params = params
         super().build(input_shape, rng, dtype)
 
@@ -355,7 +393,11 @@ class Dense(Layer):
         return dx
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        cfg = {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        for name, default in (("kernel_initializer", initializers.GlorotUniform()), ("bias_initializer", initializers.Zeros())):
+            if getattr(self, name) != default:  # Keras's defaults stay implicit (older files have none)
+                cfg[name] = initializers.to_config(getattr(self, name))
+        return cfg
 
 
 def _softmax(z):

@@ -225,6 +225,24 @@ def _as_ids(a, who, name):
 
 
 # ---------------------------------------------------------------------------- the model
+class Input:
+    """Keras's ``Input(shape=...)`` as the first item of a ``Sequential``: declares the
+    per-sample input shape (``(T,)`` for padded ids, ``(features,)`` for features), so the
+    model builds without data.  It holds no weights and is not a layer of the model."""
+
+    def __init__(self, shape, dtype=None, name=None):
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (shape,)
+        if not isinstance(shape, (tuple, list)) or not all(
+                d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0) for d in shape):
+            raise ValueError(f"Input: argument 'shape' must be a tuple of ints >= 0 (or None), got {shape!r}")
+        self.shape = tuple(None if d is None else int(d) for d in shape)
+        self.dtype, self.name = dtype, name
+
+    def __repr__(self):
+        return f"Input(shape={self.shape})"
+
+
 class Sequential:
     """A stack of layers, trained with an explicit forward / backward pass.
 
@@ -273,6 +291,11 @@ class Sequential:
 
     # -- construction
     def add(self, layer):
+        if isinstance(layer, Input):
+            if self.layers or self._input_shape is not None:
+                raise ValueError("Sequential.add: an Input can only come first")
+            self._input_shape = (None,) + layer.shape
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a fastscale.nn layer, got {type(layer).__name__}")
         if self.built:
@@ -393,6 +416,8 @@ class Sequential:
         if not self.layers:
             raise ValueError("build: the model has no layers")
         first = self.layers[0]
+        if input_shape is None:
+            input_shape = self._input_shape  # declared by an Input, if any
         if input_shape is None:
             if not isinstance(first, (Embedding, EmbeddingBag)):
                 raise ValueError("build: a model that does not start with an embedding needs input_shape=(None, features)")
@@ -799,6 +824,28 @@ class Sequential:
 
     def __call__(self, x):
         return self.predict(x, batch_size=max(1, _Inputs(x, "call").n))
+
+    def predict_on_batch(self, x):
+        """``predict`` of one batch (Keras's ``predict_on_batch``)."""
+        return self.predict(x, batch_size=max(1, _Inputs(x, "predict_on_batch").n))
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """``evaluate`` of one batch (Keras's ``test_on_batch``): the loss, or ``[loss, *metrics]``."""
+        n = _Inputs(x, "test_on_batch").n
+        return self.evaluate(x, y, batch_size=max(1, n), verbose=0, return_dict=return_dict, sample_weight=sample_weight)
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by position, as Keras's ``get_layer``."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give exactly one of name and index")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"get_layer: index must be an int in [0, {len(self.layers)}), got {index!r}")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the layers are {[l.name for l in self.layers]}")
 
     # -- weights
     def get_weights(self):

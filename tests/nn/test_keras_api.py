@@ -115,3 +115,75 @@ def test_get_layer_and_on_batch():
     assert m.test_on_batch(x, y) == m.evaluate(x, y, verbose=0)
     w = rng.random(10)
     assert m.test_on_batch(x, y, sample_weight=w, return_dict=True) == m.evaluate(x, y, verbose=0, sample_weight=w, return_dict=True)
+
+
+def _fd_check(m, ids, y, rng, per_param=8):
+    from .test_layers import _grads
+
+    _, _, g = _grads(m, ids, y)
+
+    def at():
+        return m.loss(y, m._forward(ids, training=False, logits=m._ask_logits), m._loss_logits)[0]
+
+    for layer in m.layers:
+        for k, p in layer.params.items():
+            flat = p.reshape(-1)
+            for j in rng.choice(flat.size, size=min(flat.size, per_param), replace=False):
+                old = flat[j]
+                flat[j] = old + 1e-6
+                up = at()
+                flat[j] = old - 1e-6
+                down = at()
+                flat[j] = old
+                assert g[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("mask_zero", [False, True])
+def test_global_max_pooling(mask_zero):
+    rng = np.random.default_rng(4)
+    ids = rng.integers(1, 30, (6, 5))
+    ids[0] = 0  # all padding
+    ids[1, 2:] = 0
+    m = nn.Sequential([nn.Embedding(30, 4, mask_zero=mask_zero), nn.GlobalMaxPooling1D(), nn.Dense(1, activation="sigmoid")],
+                      dtype="float64")
+    m.compile(loss="binary_crossentropy", seed=0)
+    m.build()
+    table = m.layers[0].params["embeddings"]
+    e = table[ids]  # (B, T, D)
+    if mask_zero:
+        e = np.where((ids != 0)[:, :, None], e, -np.inf)
+    want = e.max(axis=1)
+    want[~np.isfinite(want)] = 0.0  # a sample with no token pools to zeros
+    pool = m.layers[1]
+    out, _ = pool.forward(m.layers[0].forward(ids)[0], (ids != 0) if mask_zero else None)
+    np.testing.assert_array_equal(out, want)
+    dout = rng.standard_normal(out.shape)
+    dx = pool.backward(dout)
+    ref = np.zeros_like(dx)
+    arg = e.argmax(axis=1)  # first maximum, as the layer
+    for b in range(6):
+        for d in range(4):
+            if np.isfinite(e[b, :, d]).any():
+                ref[b, arg[b, d], d] = dout[b, d]
+    np.testing.assert_array_equal(dx, ref)
+    _fd_check(m, ids, rng.integers(0, 2, 6).astype(np.float64), rng)
+    pool = nn.GlobalMaxPooling1D()
+    z, _ = pool.forward(np.zeros((2, 0, 3)))
+    assert z.shape == (2, 3) and not z.any() and pool.backward(np.ones((2, 3))).shape == (2, 0, 3)
+
+
+def test_flatten_after_an_embedding_of_fixed_length(tmp_path):
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 30, (6, 4))
+    m = nn.Sequential([nn.Embedding(30, 3, input_length=4), nn.Flatten(), nn.Dense(2, activation="tanh"),
+                       nn.Dense(1, activation="sigmoid")], dtype="float64")
+    m.compile(loss="binary_crossentropy", seed=0)
+    m.build()  # input_length gives the shape
+    assert m.layers[2].params["kernel"].shape == (12, 2) and m.output_shape == (None, 1)
+    _fd_check(m, ids, rng.integers(0, 2, 6).astype(np.float64), rng)
+    m.save(tmp_path / "f.fsm")
+    np.testing.assert_array_equal(nn.load_model(tmp_path / "f.fsm").predict(ids), m.predict(ids))
+    bags = nn.Sequential([nn.Embedding(30, 3), nn.Flatten(), nn.Dense(1)])
+    bags.compile(loss="mse", seed=0)
+    with pytest.raises(ValueError, match="Flatten needs a fixed input shape, got \\(None, None, 3\\)"):
+        bags.fit((np.arange(5), np.array([0, 2, 5])), np.zeros(2), verbose=0)

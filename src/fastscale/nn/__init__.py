@@ -12,7 +12,7 @@ needed to predict or resume training in one checksummed file.
 """
 from . import callbacks, initializers, losses, metrics
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau
-from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer
+from .layers import Dense, Dropout, Embedding, EmbeddingBag, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Layer
 from .model import Input, Sequential, TrainingDivergedError
 from .saving import load_model
 
@@ -24,7 +24,9 @@ __all__ = [
     "EarlyStopping",
     "Embedding",
     "EmbeddingBag",
+    "Flatten",
     "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
     "History",
     "Input",
     "Layer",

@@ -141,7 +141,10 @@ class Embedding(Layer):
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.output_dim,)
+        shape = tuple(input_shape)
+        if len(shape) == 2 and shape[1] is None and self.input_length is not None:
+            shape = (shape[0], self.input_length)  # Keras 2: the declared length (Flatten needs it)
+        return shape + (self.output_dim,)
 
     def forward(self, x, mask=None, training=False):
         if not _device.is_array(x) or x.ndim != 2:
@@ -189,6 +192,61 @@ class GlobalAveragePooling1D(Layer):
             return ops.masked_mean_pool_backward(dout, self._mask, backend=self.backend)
         B, T, D = self._shape
         return _device.module_of(dout).broadcast_to((dout / dout.dtype.type(T))[:, None, :], (B, T, D)).copy()
+
+
+class GlobalMaxPooling1D(Layer):
+    """Max over the time axis: ``(B, T, D)`` -> ``(B, D)``.  Under ``Embedding(mask_zero=True)``
+    only the real tokens compete (padding's row never wins); a sample with none gives zeros.
+    The gradient goes to the first position holding each maximum (as ``argmax``)."""
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def forward(self, x, mask=None, training=False):
+        if x.ndim != 3:
+            raise ValueError(f"{self.name}: expects (B, T, D) input, got shape {x.shape}")
+        xp = _device.module_of(x)
+        B, T, D = x.shape
+        self._shape = x.shape
+        if T == 0:
+            self._idx = None
+            return xp.zeros((B, D), x.dtype), None
+        xm = x if mask is None else xp.where(mask[:, :, None], x, x.dtype.type(-np.inf))
+        idx = xm.argmax(axis=1)  # (B, D)
+        out = xp.take_along_axis(xm, idx[:, None, :], axis=1)[:, 0, :]
+        self._valid = None if mask is None else mask.any(axis=1)  # (B,)
+        if self._valid is not None:
+            out = xp.where(self._valid[:, None], out, x.dtype.type(0))
+        self._idx = idx
+        return out, None
+
+    def backward(self, dout, need_dx=True):
+        xp = _device.module_of(dout)
+        dx = xp.zeros(self._shape, dout.dtype)
+        if self._idx is not None:
+            g = dout if self._valid is None else xp.where(self._valid[:, None], dout, dout.dtype.type(0))
+            xp.put_along_axis(dx, self._idx[:, None, :], g[:, None, :], axis=1)
+        return dx
+
+
+class Flatten(Layer):
+    """``(B, d1, d2, ...)`` -> ``(B, d1 * d2 * ...)``, as Keras's: the classic
+    ``Embedding(input_length=T) -> Flatten -> Dense``.  It needs padded ids of one fixed length
+    (from the data, ``nn.Input(shape=(T,))`` or ``input_length``); a mask is not carried on."""
+
+    def compute_output_shape(self, input_shape):
+        rest = tuple(input_shape[1:])
+        if any(d is None for d in rest):
+            raise ValueError(f"{self.name}: Flatten needs a fixed input shape, got {tuple(input_shape)}: give the model "
+                             "padded ids of one length (nn.Input(shape=(T,)) or Embedding(input_length=T)), not bags")
+        return (input_shape[0], int(np.prod(rest, dtype=np.int64)))
+
+    def forward(self, x, mask=None, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1), None
+
+    def backward(self, dout, need_dx=True):
+        return dout.reshape(self._shape)
 
 
 class EmbeddingBag(Layer):
@@ -438,7 +496,8 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-LAYERS = {c.__name__: c for c in (Embedding, GlobalAveragePooling1D, EmbeddingBag, Dense, Dropout)}
+LAYERS = {c.__name__: c for c in (Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Flatten, EmbeddingBag, Dense,
+                                   Dropout)}
 
 
 def from_config(class_name: str, config: dict) -> Layer:

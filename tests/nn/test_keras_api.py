@@ -187,3 +187,70 @@ def test_flatten_after_an_embedding_of_fixed_length(tmp_path):
     bags.compile(loss="mse", seed=0)
     with pytest.raises(ValueError, match="Flatten needs a fixed input shape, got \\(None, None, 3\\)"):
         bags.fit((np.arange(5), np.array([0, 2, 5])), np.zeros(2), verbose=0)
+
+
+def test_regularizers_penalty_gradient_and_saving(tmp_path):
+    from fastscale.nn import regularizers as R
+
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, 30, (6, 5))
+    y = rng.integers(0, 2, 6).astype(np.float64)
+    m = nn.Sequential([nn.Embedding(30, 4, mask_zero=True, embeddings_regularizer=R.L2(0.03)), nn.GlobalAveragePooling1D(),
+                       nn.Dense(3, activation="tanh", kernel_regularizer=R.L1L2(0.02, 0.05), bias_regularizer="l1"),
+                       nn.Dense(1, activation="sigmoid")], dtype="float64")
+    m.compile(optimizer="adam", loss="binary_crossentropy", seed=0)
+    m.build()
+    w = {l.name: l.params for l in m.layers}
+    want = (0.03 * (w["embedding"]["embeddings"] ** 2).sum() + 0.02 * np.abs(w["dense"]["kernel"]).sum()
+            + 0.05 * (w["dense"]["kernel"] ** 2).sum() + 0.01 * np.abs(w["dense"]["bias"]).sum())
+    assert m._penalty() == pytest.approx(want, rel=1e-12)
+    # The gradient fit applies is that of loss + penalty.
+    z = m._forward(ids, training=True, logits=m._ask_logits)
+    loss, dz = m.loss(y, z, m._loss_logits)
+    m._backward(dz)
+    g = {n: np.asarray(gr) for n, _, gr in m._params_and_grads()}
+
+    def total():
+        return m.loss(y, m._forward(ids, training=False, logits=m._ask_logits), m._loss_logits)[0] + m._penalty()
+
+    for layer in m.layers:
+        for k, p in layer.params.items():
+            flat = p.reshape(-1)
+            for j in rng.choice(flat.size, size=min(flat.size, 8), replace=False):
+                old = flat[j]
+                flat[j] = old + 1e-6
+                up = total()
+                flat[j] = old - 1e-6
+                down = total()
+                flat[j] = old
+                assert g[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    assert m.evaluate(ids, y, verbose=0) == pytest.approx(loss + want, rel=1e-12)  # reported with the penalty, as Keras
+    m.save(tmp_path / "r.fsm")
+    back = nn.load_model(tmp_path / "r.fsm")
+    assert back.layers[2].regularizers == {"kernel": R.L1L2(0.02, 0.05), "bias": R.L1(0.01)}
+    assert back.evaluate(ids, y, verbose=0) == m.evaluate(ids, y, verbose=0)
+    with pytest.raises(ValueError, match="L2: argument 'l2' must be a finite number >= 0"):
+        R.L2(-1.0)
+    with pytest.raises(ValueError, match="regularizer: unknown name 'l3'"):
+        nn.Dense(2, kernel_regularizer="l3")
+
+
+def test_l2_everywhere_is_adams_coupled_weight_decay():
+    """L2(lam) on every weight adds 2 * lam * w to each gradient: Adam(weight_decay=2 * lam)'s update."""
+    from fastscale import optim
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 30, (48, 6))
+    y = rng.integers(0, 2, 48)
+    lam = 0.01
+    runs = []
+    for reg in (True, False):
+        r = (lambda: "l2" if reg else None)
+        m = nn.Sequential([nn.Embedding(30, 4, mask_zero=True, embeddings_regularizer=r()), nn.GlobalAveragePooling1D(),
+                           nn.Dense(3, activation="relu", kernel_regularizer=r(), bias_regularizer=r()),
+                           nn.Dense(1, activation="sigmoid", kernel_regularizer=r(), bias_regularizer=r())], dtype="float64")
+        m.compile(optimizer=optim.Adam(1e-2, weight_decay=0.0 if reg else 2 * lam), loss="binary_crossentropy", seed=0)
+        m.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=0)
+        runs.append(m.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

@@ -10,7 +10,7 @@ Layers have explicit forward / backward; ``Embedding -> GlobalAveragePooling1D``
 fused ``embedding_bag``.  ``model.save(path)`` / ``nn.load_model(path)`` keep everything
 needed to predict or resume training in one checksummed file.
 """
-from . import callbacks, initializers, losses, metrics
+from . import callbacks, initializers, losses, metrics, regularizers
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau
 from .layers import Dense, Dropout, Embedding, EmbeddingBag, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Layer
 from .model import Input, Sequential, TrainingDivergedError

@@ -23,7 +23,7 @@ import re
 import numpy as np
 
 from .. import ops
-from . import _device, initializers
+from . import _device, initializers, regularizers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
 
@@ -53,6 +53,7 @@ class Layer:
         self.built = False
         self.input_shape = None
         self.backend = None
+        self.regularizers: dict = {}  # param name -> Regularizer (Sequential adds their penalties)
 
     def build(self, input_shape, rng: np.random.Generator, dtype=np.float32):
         self.input_shape = tuple(input_shape)
@@ -83,7 +84,15 @@ class Layer:
             p[...] = _device.module_of(p).asarray(w)  # in place: optimizer slots and fused views stay valid
 
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable}
+        cfg = {"name": self.name, "trainable": self.trainable}
+        for param, reg in self.regularizers.items():
+            cfg[self._REG_ARG[param]] = regularizers.to_config(reg)
+        return cfg
+
+    _REG_ARG = {"embeddings": "embeddings_regularizer", "kernel": "kernel_regularizer", "bias": "bias_regularizer"}
+
+    def _set_regularizers(self, **by_param):
+        self.regularizers = {k: r for k, r in ((k, regularizers.get(v)) for k, v in by_param.items()) if r is not None}
 
     def __repr__(self):
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k not in ("name", "trainable"))
@@ -126,8 +135,9 @@ class Embedding(Layer):
     """
 
     def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform",
-                 weights=None, input_length=None):
+                 weights=None, input_length=None, embeddings_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(embeddings=embeddings_regularizer)
         self.input_dim = _int_arg("Embedding", "input_dim", input_dim)
         self.output_dim = _int_arg("Embedding", "output_dim", output_dim)
         self.mask_zero = bool(mask_zero)
@@ -257,8 +267,9 @@ class EmbeddingBag(Layer):
     """
 
     def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True,
-                 embeddings_initializer="uniform", weights=None):
+                 embeddings_initializer="uniform", weights=None, embeddings_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(embeddings=embeddings_regularizer)
         self.input_dim = _int_arg("EmbeddingBag", "input_dim", input_dim)
         self.output_dim = _int_arg("EmbeddingBag", "output_dim", output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
@@ -399,8 +410,10 @@ class Dense(Layer):
     """
 
     def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(kernel=kernel_regularizer, bias=bias_regularizer if use_bias else None)
         self.units = _int_arg("Dense", "units", units)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)

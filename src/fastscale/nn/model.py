@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 
+from .. import ops
 from .. import optim as _optim
 from . import _device
 from . import callbacks as _callbacks
@@ -470,12 +471,27 @@ class Sequential:
                 break
 
     def _params_and_grads(self):
+        """``(name, param, grad)`` of every trainable weight; a regularized weight's gradient
+        includes its penalty's (dense, even for an embedding table)."""
         out = []
         for layer in self.layers:
             if layer.trainable:
                 for k, p in layer.params.items():
-                    out.append((f"{layer.name}/{k}", p, layer.grads[k]))
+                    g = layer.grads[k]
+                    reg = layer.regularizers.get(k)
+                    if reg is not None:
+                        g = (g.to_dense() if isinstance(g, ops.SparseRows) else g) + reg.grad(p)
+                    out.append((f"{layer.name}/{k}", p, g))
         return out
+
+    def _penalty(self):
+        """The regularizers' penalty on the trainable weights (Keras's regularization losses)."""
+        total = 0.0
+        for layer in self.layers:
+            if layer.trainable:
+                for k, reg in layer.regularizers.items():
+                    total = total + reg.penalty(layer.params[k])
+        return total
 
     def _probs(self, z):
         """Probabilities from the head's output (logit or probability)."""
@@ -706,6 +722,8 @@ class Sequential:
         with np.errstate(over="ignore", invalid="ignore"):
             z = self._forward(xb, training=True, logits=self._ask_logits)
             loss, dz = self._loss(yb, z, wb)
+            if self._regularized:
+                loss = loss + self._penalty()
         if sync and not math.isfinite(loss):
             raise TrainingDivergedError(
                 where.format(float(loss)) + f" (update {self.optimizer.step + 1} of this model); lower the learning "
@@ -779,7 +797,7 @@ class Sequential:
                     for m in self.metrics:
                         m.update(yb, p)
             total = float(total)
-        logs = {"loss": total / max(inputs.n, 1)}
+        logs = {"loss": total / max(inputs.n, 1) + (float(self._penalty()) if self._regularized else 0.0)}
         for m in self.metrics:
             logs[m.name] = m.result()
         return logs
@@ -924,6 +942,10 @@ class Sequential:
             "dtype": self.dtype.name,
             "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers],
         }
+
+    @property
+    def _regularized(self):
+        return any(layer.trainable and layer.regularizers for layer in self.layers)
 
     def _require_compiled(self, who):
         if not self.compiled:

@@ -227,6 +227,30 @@ def test_device_path_weights_and_losses_on_the_host(loss, units, act):
         np.testing.assert_array_equal(wa, wb)
 
 
+@pytest.mark.parametrize("variant", ["max pooling, regularized", "flatten"])
+def test_device_path_newer_layers_on_the_host(variant):
+    seqs, labels = sequences(160, 2, seed=5)
+    from .data import padded
+
+    x = padded(seqs)[:, :12]
+    runs = []
+    for device_path in (False, True):
+        if variant == "flatten":
+            layers = [nn.Embedding(200, 4), nn.Flatten(), nn.Dense(1, activation="sigmoid")]
+        else:
+            layers = [nn.Embedding(200, 6, mask_zero=True, embeddings_regularizer="l2"), nn.GlobalMaxPooling1D(),
+                      nn.Dense(4, activation="relu", kernel_regularizer="l1_l2"), nn.Dense(1, activation="sigmoid")]
+        m = nn.Sequential(layers)
+        m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], seed=1)
+        if device_path:
+            _as_device(m)
+        h = m.fit(x, labels, epochs=2, batch_size=32, verbose=0, validation_split=0.25)
+        runs.append((h.history, m.get_weights(), m.evaluate(x, labels, verbose=0)))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    for wa, wb in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(wa, wb)
+
+
 def _nan_data():
     x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     x[40, 1] = np.nan  # in batch 3 of 4 (batch_size 16, no shuffle)

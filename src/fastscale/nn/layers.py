@@ -223,7 +223,8 @@ class GlobalMaxPooling1D(Layer):
             return xp.zeros((B, D), x.dtype), None
         xm = x if mask is None else xp.where(mask[:, :, None], x, x.dtype.type(-np.inf))
         idx = xm.argmax(axis=1)  # (B, D)
-        out = xp.take_along_axis(xm, idx[:, None, :], axis=1)[:, 0, :]
+        self._at = (xp.arange(B)[:, None], idx, xp.arange(D)[None, :])  # plain indexing: NumPy and CuPy alike
+        out = xm[self._at]
         self._valid = None if mask is None else mask.any(axis=1)  # (B,)
         if self._valid is not None:
             out = xp.where(self._valid[:, None], out, x.dtype.type(0))
@@ -235,7 +236,7 @@ class GlobalMaxPooling1D(Layer):
         dx = xp.zeros(self._shape, dout.dtype)
         if self._idx is not None:
             g = dout if self._valid is None else xp.where(self._valid[:, None], dout, dout.dtype.type(0))
-            xp.put_along_axis(dx, self._idx[:, None, :], g[:, None, :], axis=1)
+            dx[self._at] = g
         return dx
 
 

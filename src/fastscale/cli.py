@@ -1,9 +1,11 @@
-"""The ``fastscale`` command: train, evaluate, predict, info.
+"""The ``fastscale`` command: train, evaluate, predict, info, bench, sweep.
 
     fastscale train [--train train.tsv.gz --test test.tsv.gz] [--epochs 10 ...] [--out DIR]
     fastscale evaluate DIR/model.fsm test.tsv.gz
     fastscale predict DIR/model.fsm "a wonderful film" "dull and far too long"
-    fastscale info
+    fastscale info                      # backends, SIMD level, threads, CUDA build
+    fastscale bench                     # the kernels against NumPy / PyTorch, with GB/s
+    fastscale sweep plan|run|status|fit|report ...   # scaling-law sweeps (README)
 
 Data files are ``label<TAB>text`` lines (plain or .gz).  Without ``--train``, ``train`` uses
 the IMDB reviews from ``fastscale.datasets.load_imdb``'s folders (``$FASTSCALE_DATA``,

@@ -6,6 +6,8 @@ import pytest
 from fastscale import nn
 from fastscale.nn import initializers as I
 
+from .fd import check_against_fd
+
 
 def test_dense_default_init_is_unchanged_glorot_uniform():
     """The default draws stay what they were: the origin's runs keep their numbers."""
@@ -125,17 +127,7 @@ def _fd_check(m, ids, y, rng, per_param=8):
     def at():
         return m.loss(y, m._forward(ids, training=False, logits=m._ask_logits), m._loss_logits)[0]
 
-    for layer in m.layers:
-        for k, p in layer.params.items():
-            flat = p.reshape(-1)
-            for j in rng.choice(flat.size, size=min(flat.size, per_param), replace=False):
-                old = flat[j]
-                flat[j] = old + 1e-6
-                up = at()
-                flat[j] = old - 1e-6
-                down = at()
-                flat[j] = old
-                assert g[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    check_against_fd(m, g, at, rng, per_param)
 
 
 @pytest.mark.parametrize("mask_zero", [False, True])
@@ -213,17 +205,7 @@ def test_regularizers_penalty_gradient_and_saving(tmp_path):
     def total():
         return m.loss(y, m._forward(ids, training=False, logits=m._ask_logits), m._loss_logits)[0] + m._penalty()
 
-    for layer in m.layers:
-        for k, p in layer.params.items():
-            flat = p.reshape(-1)
-            for j in rng.choice(flat.size, size=min(flat.size, 8), replace=False):
-                old = flat[j]
-                flat[j] = old + 1e-6
-                up = total()
-                flat[j] = old - 1e-6
-                down = total()
-                flat[j] = old
-                assert g[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    check_against_fd(m, g, total, rng, per_param=8)
     assert m.evaluate(ids, y, verbose=0) == pytest.approx(loss + want, rel=1e-12)  # reported with the penalty, as Keras
     m.save(tmp_path / "r.fsm")
     back = nn.load_model(tmp_path / "r.fsm")

@@ -7,6 +7,7 @@ import pytest
 from fastscale import nn, optim
 
 from .data import padded, sequences
+from .fd import check_against_fd
 from .test_layers import _grads, _ids
 
 
@@ -42,18 +43,7 @@ def test_gradients_match_finite_differences(loss, act, units):
     def loss_at():
         return m.loss(y, m._forward(ids, training=False, logits=m._ask_logits), m._loss_logits)[0]
 
-    for layer in m.layers:
-        for k, p in layer.params.items():
-            flat = p.reshape(-1)
-            for j in rng.choice(flat.size, size=min(flat.size, 10), replace=False):
-                old = flat[j]
-                flat[j] = old + 1e-6
-                up = loss_at()
-                flat[j] = old - 1e-6
-                down = loss_at()
-                flat[j] = old
-                num = (up - down) / 2e-6
-                assert grads[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx(num, rel=1e-5, abs=1e-8), (layer.name, k, j)
+    check_against_fd(m, grads, loss_at, rng)
 
 
 def test_values_are_keras_formulas():

@@ -5,6 +5,7 @@ import pytest
 
 from fastscale import nn, optim
 
+from .fd import check_against_fd
 from .test_layers import _ids
 
 HEADS = [  # (loss, head activation, units)
@@ -57,17 +58,7 @@ def test_weighted_loss_and_gradient(loss, act, units):
     def at():
         return m._loss(y, m._forward(ids, training=False, logits=m._ask_logits), w)[0]
 
-    for layer in m.layers:
-        for k, p in layer.params.items():
-            flat = p.reshape(-1)
-            for j in rng.choice(flat.size, size=min(flat.size, 8), replace=False):
-                old = flat[j]
-                flat[j] = old + 1e-6
-                up = at()
-                flat[j] = old - 1e-6
-                down = at()
-                flat[j] = old
-                assert grads[f"{layer.name}/{k}"].reshape(-1)[j] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    check_against_fd(m, grads, at, rng, per_param=8)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

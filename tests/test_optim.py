@@ -1,4 +1,4 @@
-"""fastscale.optim: Adam (Keras and PyTorch epsilon placement), lazy Adam, SGD, state."""
+"""fastscale.optim: Adam (Keras and PyTorch epsilon placement), lazy Adam, SGD, RMSprop, state."""
 import numpy as np
 import pytest
 
@@ -115,7 +115,8 @@ def test_state_round_trip_continues_identically():
 
 @pytest.mark.parametrize("bad", [
     lambda: optim.Adam(learning_rate=-1), lambda: optim.Adam(learning_rate=float("nan")), lambda: optim.Adam(beta_1=1.0),
-    lambda: optim.Adam(eps_placement="x"), lambda: optim.SGD(momentum=1.5), lambda: optim.get("rmsprop"),
+    lambda: optim.Adam(eps_placement="x"), lambda: optim.SGD(momentum=1.5), lambda: optim.get("adagrad"),
+    lambda: optim.RMSprop(rho=1.0), lambda: optim.RMSprop(momentum=-0.1), lambda: optim.RMSprop(epsilon=float("inf")),
 ])
 def test_bad_hyperparameters(bad):
     with pytest.raises(ValueError):
@@ -149,3 +150,89 @@ def test_get_resolves_names_and_configs_and_names_bad_identifiers(module, kind, 
         mod.get({"class_name": "Nope"})
     with pytest.raises(TypeError, match=rf"^{kind}: expected {base}, a name or a config dict, got int"):
         mod.get(3)
+
+
+def _keras_rmsprop(p, grads, lr=1e-3, rho=0.9, momentum=0.0, eps=1e-7, centered=False):
+    """keras.optimizers.RMSprop.update_step, float64."""
+    p = p.astype(np.float64).copy()
+    vel, mom, avg = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for g in grads:
+        vel = rho * vel + (1 - rho) * np.square(g)
+        if centered:
+            avg = rho * avg + (1 - rho) * g
+            denominator = vel - np.square(avg)
+        else:
+            denominator = vel
+        increment = lr * g / np.sqrt(denominator + eps)
+        if momentum > 0:
+            mom = momentum * mom + increment
+            p -= mom
+        else:
+            p -= increment
+    return p
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.8])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rmsprop_is_keras(momentum, centered, dtype):
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal((6, 3)).astype(dtype)
+    grads = [rng.standard_normal((6, 3)).astype(dtype) for _ in range(5)]
+    grads[2] = np.zeros_like(grads[2])
+    grads[2][1] = 1.0  # a step where most rows get no gradient: their accumulators still decay
+    want = _keras_rmsprop(p0, grads, 1e-2, 0.9, momentum, 1e-7, centered)
+    dense, sparse = p0.copy(), p0.copy()
+    a = optim.RMSprop(1e-2, momentum=momentum, centered=centered)
+    b = optim.RMSprop(1e-2, momentum=momentum, centered=centered)
+    for g in grads:
+        a.apply([("w", dense, g)])
+        rows = np.flatnonzero(np.abs(g).sum(1))
+        b.apply([("w", sparse, SparseRows(rows, g[rows], 6))])  # a sparse gradient is made dense, as in Keras
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dense, want, **tol)
+    np.testing.assert_array_equal(dense, sparse)
+    assert dense.dtype == dtype
+    assert sorted(a.slots["w"]) == sorted(["velocity"] + (["momentum"] if momentum else [])
+                                          + (["average_gradient"] if centered else []))
+
+
+def test_rmsprop_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    p0 = rng.standard_normal((5, 4))
+    p = p0.copy()
+    # torch adds eps after the square root; with eps = 0 both are lr * g / sqrt(v).
+    opt = optim.RMSprop(1e-2, rho=0.9, momentum=0.5, epsilon=0.0, centered=True)
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    topt = torch.optim.RMSprop([tp], lr=1e-2, alpha=0.9, momentum=0.5, eps=0.0, centered=True)
+    for _ in range(4):
+        g = rng.standard_normal(p0.shape)
+        opt.apply([("w", p, g)])
+        tp.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12)
+
+
+def test_rmsprop_by_name_trains_and_resumes(tmp_path):
+    from fastscale import nn
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 40, (120, 6))
+    y = (x[:, 0] > 20).astype(int)
+
+    def model():
+        m = nn.Sequential([nn.Embedding(40, 8, mask_zero=True), nn.GlobalAveragePooling1D(), nn.Dense(1, activation="sigmoid")])
+        m.compile(optimizer="rmsprop", loss="binary_crossentropy", seed=0)
+        return m
+
+    a = model()
+    a.fit(x, y, epochs=4, verbose=0, seed=1)
+    b = model()
+    b.fit(x, y, epochs=2, verbose=0, seed=1)
+    b.save(tmp_path / "b.fsm")
+    c = nn.load_model(tmp_path / "b.fsm")
+    assert isinstance(c.optimizer, optim.RMSprop)
+    c.fit(x, y, epochs=2, verbose=0, seed=1)
+    for wa, wc in zip(a.get_weights(), c.get_weights()):
+        np.testing.assert_array_equal(wa, wc)

@@ -106,3 +106,26 @@ def test_fitted_estimator_pickles():
     clf = fastscale.TextClassifier(**SMALL).fit(X, y)
     copy = pickle.loads(pickle.dumps(clf))
     assert np.array_equal(copy.predict_proba(X), clf.predict_proba(X))
+
+
+def test_sample_weight_and_class_weight():
+    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.validation import has_fit_parameter
+
+    X, y = texts(200, seed=6)
+    names = np.array(["neg", "pos"])[y]
+    assert has_fit_parameter(fastscale.TextClassifier(), "sample_weight")
+    # 'balanced' is sklearn's n / (classes * count), given to fit as per-text weights.
+    bal = fastscale.TextClassifier(**SMALL, class_weight="balanced").fit(X, names)
+    cw = compute_class_weight("balanced", classes=np.array(["neg", "pos"]), y=names)
+    by_hand = fastscale.TextClassifier(**SMALL).fit(X, names, sample_weight=cw[y])
+    np.testing.assert_array_equal(bal.predict_proba(X), by_hand.predict_proba(X))
+    # A dict keyed by label; labels left out weigh 1.
+    d = fastscale.TextClassifier(**SMALL, class_weight={"pos": 3.0}).fit(X, names)
+    by_hand = fastscale.TextClassifier(**SMALL).fit(X, names, sample_weight=np.where(y == 1, 3.0, 1.0))
+    np.testing.assert_array_equal(d.predict_proba(X), by_hand.predict_proba(X))
+    # Weighting the positives up moves the probabilities up.
+    plain = fastscale.TextClassifier(**SMALL).fit(X, names)
+    assert d.predict_proba(X)[:, 1].mean() > plain.predict_proba(X)[:, 1].mean()
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        fastscale.TextClassifier(**SMALL).fit(X, names, sample_weight=np.ones(3))

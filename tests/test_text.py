@@ -93,6 +93,46 @@ class KerasRef:
             out.append(vect)
         return out
 
+    def texts_to_matrix(self, texts, mode="binary"):
+        return self.sequences_to_matrix(self.texts_to_sequences(texts), mode=mode)
+
+    def sequences_to_matrix(self, sequences, mode="binary"):
+        import math
+        from collections import defaultdict
+
+        if not self.num_words:
+            if self.word_index:
+                num_words = len(self.word_index) + 1
+            else:
+                raise ValueError("Specify a dimension (`num_words` argument), or fit on some text data first.")
+        else:
+            num_words = self.num_words
+        if mode == "tfidf" and not self.document_count:
+            raise ValueError("Fit the Tokenizer on some data before using tfidf mode.")
+        x = np.zeros((len(sequences), num_words))
+        for i, seq in enumerate(sequences):
+            if not seq:
+                continue
+            counts = defaultdict(int)
+            for j in seq:
+                if j >= num_words:
+                    continue
+                counts[j] += 1
+            for j, c in list(counts.items()):
+                if mode == "count":
+                    x[i][j] = c
+                elif mode == "freq":
+                    x[i][j] = c / len(seq)
+                elif mode == "binary":
+                    x[i][j] = 1
+                elif mode == "tfidf":
+                    tf = 1 + np.log(c)
+                    idf = np.log(1 + self.document_count / (1 + self.index_docs.get(j, 0)))
+                    x[i][j] = tf * idf
+                else:
+                    raise ValueError("Unknown vectorization mode:", mode)
+        return x
+
     def sequences_to_texts(self, sequences):
         out = []
         oov_token_index = self.word_index.get(self.oov_token)
@@ -506,3 +546,64 @@ def test_imdb_without_strip_html_br_is_frequent(imdb_train):
     tok = Tokenizer(strip_html=False)
     tok.fit_on_texts(texts[:3000])
     assert list(tok.word_index).index("br") < 15
+
+
+# ------------------------------------------------------------------ matrices (Keras)
+@given(
+    texts=TEXTS,
+    queries=TEXTS,
+    num_words=st.sampled_from([None, 1, 3, 6, 100]),
+    oov=st.sampled_from([None, "<OOV>"]),
+    mode=st.sampled_from(["binary", "count", "freq", "tfidf"]),
+)
+def test_matrices_equal_keras_bitwise(texts, queries, num_words, oov, mode):
+    tok = Tokenizer(num_words=num_words, oov_token=oov, strip_html=False)
+    ref = KerasRef(num_words=num_words, oov_token=oov)
+    tok.fit_on_texts(texts + ["a b"])  # never empty: an unfitted tokenizer without num_words raises
+    ref.fit_on_texts(texts + ["a b"])
+    got, want = tok.texts_to_matrix(queries, mode=mode), ref.texts_to_matrix(queries, mode=mode)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    seqs = ref.texts_to_sequences(queries) + [[0, 1, 1, 99, 10**6], []]  # ids beyond the width are skipped
+    np.testing.assert_array_equal(tok.sequences_to_matrix(seqs, mode=mode), ref.sequences_to_matrix(seqs, mode=mode))
+    np.testing.assert_array_equal(tok.sequences_to_matrix(np.array([[0, 2, 2]]), mode=mode),
+                                  ref.sequences_to_matrix([[0, 2, 2]], mode=mode))
+
+
+def test_matrix_bad_arguments():
+    with pytest.raises(ValueError, match="texts_to_matrix: argument 'mode' must be one of"):
+        Tokenizer(num_words=5).texts_to_matrix(["a"], mode="tf-idf")
+    with pytest.raises(ValueError, match="sequences_to_matrix: give the Tokenizer num_words, or fit it"):
+        Tokenizer().sequences_to_matrix([[1]])
+    with pytest.raises(ValueError, match="mode 'tfidf' needs a Tokenizer fitted"):
+        Tokenizer(num_words=5).sequences_to_matrix([[1]], mode="tfidf")
+    with pytest.raises(ValueError, match=r"sequences_to_matrix: ids must be in \[0, .*got -1 at position 1"):
+        Tokenizer(num_words=5).sequences_to_matrix([[1, -1]])  # Keras would write column -1
+    assert Tokenizer(num_words=4).sequences_to_matrix([]).shape == (0, 4)
+
+
+# ------------------------------------------------------------------ texts that are not texts
+@pytest.mark.parametrize("method", ["fit_on_texts", "texts_to_sequences", "texts_to_bags", "texts_to_matrix", "tokenize"])
+@pytest.mark.parametrize("engine", ["python", "auto"])
+def test_non_text_items_are_named(method, engine):
+    tok = Tokenizer(num_words=10, engine=engine)
+    tok.fit_on_texts(["a b c", "a"])
+    before = tok.to_json()
+    for bad, what in [(None, "NoneType"), (3, "int"), (b"a", "bytes"), (["a", 1], "a list holding int")]:
+        with pytest.raises(TypeError, match=rf"Tokenizer.{method}: texts\[1\] must be a str or a list of str tokens, got {what}"):
+            getattr(tok, method)(["a b", bad, "c"])
+    with pytest.raises(TypeError, match=rf"Tokenizer.{method}: argument 'texts' must be a list .* got a str; pass \[text\]"):
+        getattr(tok, method)("a b")
+    assert tok.to_json() == before  # a failed call changed nothing
+
+
+def test_non_text_items_in_iterators():
+    tok = Tokenizer()
+    with pytest.raises(TypeError, match=r"fit_on_texts: texts\[9001\] must be a str"):
+        tok.fit_on_texts(iter(["b"] + ["a"] * 9000 + [None]))
+    # The batches before the bad text's stay fitted and indexed, as Keras keeps the texts before it.
+    assert tok.document_count == 8192 and tok.word_index == {"a": 1, "b": 2}
+    gen = tok.texts_to_sequences_generator(["a", None])
+    assert next(gen) == [1]
+    with pytest.raises(TypeError, match=r"texts_to_sequences_generator: texts\[1\] must be a str"):
+        next(gen)

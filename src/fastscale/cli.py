@@ -1,9 +1,11 @@
-"""The ``fastscale`` command: train, evaluate, predict, info.
+"""The ``fastscale`` command: train, evaluate, predict, info, bench, sweep.
 
     fastscale train [--train train.tsv.gz --test test.tsv.gz] [--epochs 10 ...] [--out DIR]
     fastscale evaluate DIR/model.fsm test.tsv.gz
     fastscale predict DIR/model.fsm "a wonderful film" "dull and far too long"
-    fastscale info
+    fastscale info                      # backends, SIMD level, threads, CUDA build
+    fastscale bench                     # the kernels against NumPy / PyTorch, with GB/s
+    fastscale sweep plan|run|status|fit|report ...   # scaling-law sweeps (README)
 
 Data files are ``label<TAB>text`` lines (plain or .gz).  Without ``--train``, ``train`` uses
 the IMDB reviews from ``fastscale.datasets.load_imdb``'s folders (``$FASTSCALE_DATA``,
@@ -539,15 +541,17 @@ def _parser(argv):
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress output")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a data file")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p = sub.add_parser("evaluate", help="loss and accuracy of a saved model on a data file", formatter_class=_HelpFormatter)
+    p.add_argument("model", help="a model.fsm written by 'fastscale train'")
+    p.add_argument("data", help="'label<TAB>text' lines (.gz ok), labels among the model's")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="texts per forward pass")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="label and probability for each text (arguments, or lines on stdin)")
-    p.add_argument("model")
-    p.add_argument("texts", nargs="*")
+    p = sub.add_parser("predict", help="label and probability for each text (arguments, or lines on stdin)",
+                       description="Prints one line per text: the predicted label, the probability the model gives "
+                                   "that label, and the text's first 60 characters, separated by tabs.")
+    p.add_argument("model", help="a model.fsm written by 'fastscale train'")
+    p.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
     p.set_defaults(func=_predict)
 
     if not argv or argv[0] not in _OWN_COMMANDS:

@@ -1,4 +1,4 @@
-"""Optimizers: Adam (dense, or lazy on embedding tables) and SGD.
+"""Optimizers: Adam (dense, or lazy on embedding tables), SGD and RMSprop.
 
 An optimizer owns its state (the step count and one ``m`` / ``v`` / velocity slot per
 parameter, keyed by the parameter's name) and updates parameters in place.  The training
@@ -23,7 +23,7 @@ import numpy as np
 from . import _checks as C, ops
 from .ops import SparseRows
 
-__all__ = ["Optimizer", "Adam", "AdamW", "SGD", "get"]
+__all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "get"]
 
 
 def _positive(cls, name, value, *, allow_zero=False, below_one=False):
@@ -219,13 +219,61 @@ class SGD(Optimizer):
         return dict(learning_rate=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
 
 
+class RMSprop(Optimizer):
+    """RMSprop as ``keras.optimizers.RMSprop`` (learning_rate 1e-3, rho 0.9, epsilon 1e-7):
+    ``v = rho * v + (1 - rho) * g**2``; ``centered``: ``a = rho * a + (1 - rho) * g`` and
+    ``v - a**2`` in the denominator; the step ``lr * g / sqrt(denominator + epsilon)``, through
+    a velocity when ``momentum > 0``.  A sparse gradient is made dense: every row's
+    accumulators decay each step, as in Keras.  Array code (NumPy, or CuPy on a GPU): no fused
+    kernel; the embedding table's update costs a few passes over it.
+    """
+
+    def __init__(self, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
+        super().__init__(learning_rate)
+        self.rho = _positive("RMSprop", "rho", rho, allow_zero=True, below_one=True)
+        self.momentum = _positive("RMSprop", "momentum", momentum, allow_zero=True, below_one=True)
+        self.epsilon = _positive("RMSprop", "epsilon", epsilon, allow_zero=True)
+        self.centered = bool(centered)
+        self._slot_names = ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + (
+            ("average_gradient",) if self.centered else ())
+
+    def _update(self, param, grad, slots):
+        if isinstance(grad, SparseRows):
+            grad = grad.to_dense()
+        t = param.dtype.type
+        rho = t(self.rho)
+        v = slots["velocity"]
+        v *= rho
+        v += (1 - rho) * grad * grad
+        if self.centered:
+            a = slots["average_gradient"]
+            a *= rho
+            a += (1 - rho) * grad
+            denom = v - a * a
+        else:
+            denom = v
+        xp = C.module_of(param)
+        increment = t(self.learning_rate) * grad / xp.sqrt(denom + t(self.epsilon))
+        if self.momentum > 0:
+            mom = slots["momentum"]
+            mom *= t(self.momentum)
+            mom += increment
+            param -= mom
+        else:
+            param -= increment
+
+    def get_config(self):
+        return dict(learning_rate=self.learning_rate, rho=self.rho, momentum=self.momentum, epsilon=self.epsilon,
+                    centered=self.centered)
+
+
 def _zeros_like(a):
     return C.module_of(a).zeros_like(a)
 
 
-_BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+_BY_NAME = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop}
 
 
 def get(identifier) -> Optimizer:
-    """An Optimizer from an instance, a name ("adam", "sgd", "adamw") or ``{"class_name", "config"}``."""
+    """An Optimizer from an instance, a name ("adam", "adamw", "sgd", "rmsprop") or ``{"class_name", "config"}``."""
     return C.from_identifier("optimizer", identifier, Optimizer, _BY_NAME)

@@ -28,12 +28,14 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
     ids; None keeps every token as a bag), ``embed_dim``, ``hidden`` (0: no hidden layer),
     ``epochs``, ``batch_size``, ``learning_rate``, ``lazy`` (lazy Adam on the embedding;
     None: only for tables above 200,000 rows), ``validation_split``, ``random_state``
-    (an int makes fit deterministic), ``verbose``.
+    (an int makes fit deterministic), ``verbose``, ``class_weight`` (None, ``"balanced"`` or
+    ``{label: weight}``, as in scikit-learn's classifiers; missing labels weigh 1).
+    ``fit`` takes ``sample_weight``; both weigh each text's loss as ``Sequential.fit`` does.
     """
 
     def __init__(self, num_words=10000, oov_token="<OOV>", ngrams=1, buckets=None, maxlen=None, embed_dim=128, hidden=64,
                  epochs=10, batch_size=64, learning_rate=1e-3, lazy=None, validation_split=0.0, random_state=None,
-                 verbose=0):
+                 verbose=0, class_weight=None):
         self.num_words = num_words
         self.oov_token = oov_token
         self.ngrams = ngrams
@@ -48,6 +50,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.validation_split = validation_split
         self.random_state = random_state
         self.verbose = verbose
+        self.class_weight = class_weight
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -68,7 +71,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
                 raise TypeError(f"TextClassifier.{who}: X[{i}] must be a str, got {type(t).__name__}")
         return texts
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         texts = self._texts(X, "fit")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -77,6 +80,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"TextClassifier.fit: X has {len(texts)} texts but y has {y.shape[0]} labels")
         check_classification_targets(y)
         self.classes_, idx = R.label_encoding(y)
+        class_weight = None
+        if self.class_weight is not None:
+            from sklearn.utils.class_weight import compute_class_weight
+
+            cw = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            class_weight = dict(enumerate(cw.tolist()))
         seed = self.random_state
         if seed is not None and not isinstance(seed, (int, np.integer)):
             seed = int(np.random.RandomState(seed).randint(2**31 - 1))  # a RandomState instance
@@ -89,7 +98,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         model.tokenizer = tok
         model.metadata = {**meta, "labels": self.classes_.tolist()}
         self.history_ = model.fit(x, idx, epochs=self.epochs, batch_size=self.batch_size,
-                                  validation_split=self.validation_split, verbose=self.verbose)
+                                  validation_split=self.validation_split, verbose=self.verbose,
+                                  sample_weight=sample_weight, class_weight=class_weight)
         self.model_ = model
         self.tokenizer_ = tok
         return self

@@ -36,6 +36,7 @@ is a ``list`` is taken as its tokens (lower-cased if ``lower``), as in Keras.
 """
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import re
@@ -253,6 +254,56 @@ _LAZY_ATTRS = {  # name -> Keras' empty value
 }
 
 
+_MATRIX_MODES = ("binary", "count", "tfidf", "freq")
+
+
+def _check_mode(op, mode):
+    if not isinstance(mode, str) or mode not in _MATRIX_MODES:
+        raise ValueError(f"Tokenizer.{op}: argument 'mode' must be one of {_MATRIX_MODES}, got {mode!r}")
+
+
+def _check_texts(op, texts):
+    """A lone ``str`` would be read as one text per character: refuse it."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"Tokenizer.{op}: argument 'texts' must be a list (or other iterable) of texts, "
+                        f"got a {type(texts).__name__}; pass [text] for a single text")
+
+
+def _bad_text(op, texts, err, start=0):
+    """Re-raise ``err`` (from tokenizing ``texts``, items ``start``... of the caller's) naming
+    the first item that is not a text."""
+    if isinstance(texts, (list, tuple, np.ndarray)):
+        for i, t in enumerate(texts, start):
+            what = _not_a_text(t)
+            if what:
+                raise TypeError(f"Tokenizer.{op}: texts[{i}] must be a str or a list of str tokens, got {what}") from err
+    raise err
+
+
+def _not_a_text(t):
+    """'' for a text (a str, or a list of str tokens), else what ``t`` is instead."""
+    if isinstance(t, str):
+        return ""
+    if isinstance(t, list):
+        w = next((w for w in t if not isinstance(w, str)), None)
+        return "" if w is None else f"a list holding {type(w).__name__}"
+    return type(t).__name__
+
+
+def _texts_method(f):
+    """Public methods taking texts: a lone str is refused, a non-text item named."""
+    op = f.__name__
+
+    def wrapper(self, texts, *args, **kwargs):
+        _check_texts(op, texts)
+        try:
+            return f(self, texts, *args, **kwargs)
+        except (TypeError, AttributeError) as e:
+            _bad_text(op, texts, e)
+
+    return functools.wraps(f)(wrapper)
+
+
 class Tokenizer:
     """Keras' ``Tokenizer`` with fastscale's ``strip_html``, ``ngrams`` and ``buckets``.
 
@@ -377,12 +428,14 @@ class Tokenizer:
 
         return tokens
 
+    @_texts_method
     def tokenize(self, texts):
         """The token lists of ``texts`` as ``fit_on_texts`` and ``texts_to_sequences`` see them."""
         tok = self._tokenizer()
         return [tok(t) for t in texts]
 
     # ---------------------------------------------------------------- fitting
+    @_texts_method
     def fit_on_texts(self, texts):
         """Update the vocabulary from ``texts`` (str, or list of tokens), as Keras does.
 
@@ -398,9 +451,16 @@ class Tokenizer:
             if self._fit_batch(texts, mod, isinstance(texts, (list, tuple)), lazy):
                 return
         else:  # an iterator: bounded batches, merged in order (first-seen order is kept)
-            it = iter(texts)
+            it, start = iter(texts), 0
             while batch := list(islice(it, _FIT_BATCH)):
-                self._fit_batch(batch, mod, False)
+                try:
+                    self._fit_batch(batch, mod, False)
+                except (TypeError, AttributeError) as e:
+                    # The batches before stay fitted (Keras keeps the texts before a bad one):
+                    # index them, so that the tokenizer is consistent.
+                    self._rebuild_index()
+                    _bad_text("fit_on_texts", batch, e, start)
+                start += len(batch)
         self._rebuild_index()
 
     def _fit_batch(self, texts, mod, keep, lazy=False):
@@ -759,6 +819,7 @@ class Tokenizer:
         except OverflowError:
             return None
 
+    @_texts_method
     def texts_to_sequences(self, texts):
         """Each text as a list of ids (then its n-gram ids when ``ngrams > 1``)."""
         if self._cpp() is not None:
@@ -792,8 +853,17 @@ class Tokenizer:
 
     def texts_to_sequences_generator(self, texts):
         """Keras' generator form of ``texts_to_sequences`` (one text at a time)."""
-        for t in texts:
-            yield self.texts_to_sequences([t])[0]
+        op = "texts_to_sequences_generator"
+        _check_texts(op, texts)
+
+        def gen():
+            for i, t in enumerate(texts):
+                what = _not_a_text(t)
+                if what:
+                    raise TypeError(f"Tokenizer.{op}: texts[{i}] must be a str or a list of str tokens, got {what}")
+                yield self.texts_to_sequences([t])[0]
+
+        return gen()
 
     def sequences_to_texts(self, sequences):
         """Ids back to space-joined words, as Keras does (n-gram ids are skipped)."""
@@ -820,6 +890,7 @@ class Tokenizer:
                     vect.append(iw[oov_index])
             yield " ".join(vect)
 
+    @_texts_method
     def texts_to_bags(self, texts):
         """``(ids int32 (N,), offsets int64 (B+1,))`` for ``embedding_bag``: the ids of text
         ``b`` (words, then n-grams) are ``ids[offsets[b]:offsets[b+1]]``; no padding."""
@@ -848,6 +919,54 @@ class Tokenizer:
     def sequences_to_bags(self, sequences):
         """Same as the module function ``sequences_to_bags``."""
         return sequences_to_bags(sequences)
+
+    # ---------------------------------------------------------------- matrices (Keras)
+    @_texts_method
+    def texts_to_matrix(self, texts, mode="binary"):
+        """Keras' ``texts_to_matrix``: ``sequences_to_matrix`` of the texts' ids."""
+        _check_mode("texts_to_matrix", mode)
+        bags = Tokenizer.texts_to_bags.__wrapped__(self, texts)  # a bad text is named by this method
+        return self._bags_to_matrix(*bags, mode, "texts_to_matrix")
+
+    def sequences_to_matrix(self, sequences, mode="binary"):
+        """Keras' ``sequences_to_matrix``: a float64 ``(len(sequences), num_words)`` matrix
+        (``len(word_index) + 1`` columns without ``num_words``); ids at or beyond it are
+        skipped, as in Keras.  ``mode``: ``"binary"`` (1 where an id occurs), ``"count"``,
+        ``"freq"`` (count / length of the sequence, skipped ids included) or ``"tfidf"``
+        (``(1 + log count) * log(1 + document_count / (1 + index_docs[id]))``).  Equal to
+        Keras' loop bit for bit, in one vectorised pass."""
+        _check_mode("sequences_to_matrix", mode)
+        return self._bags_to_matrix(*_to_bags(sequences, np.int64, "sequences_to_matrix"), mode, "sequences_to_matrix")
+
+    def _bags_to_matrix(self, ids, offsets, mode, op):
+        if self.num_words:
+            width = self.num_words
+        elif self._index_size():
+            width = self._index_size() + 1
+        else:
+            raise ValueError(f"Tokenizer.{op}: give the Tokenizer num_words, or fit it on some texts first")
+        if mode == "tfidf" and not self.document_count:
+            raise ValueError(f"Tokenizer.{op}: mode 'tfidf' needs a Tokenizer fitted on some texts (document_count is 0)")
+        n = len(offsets) - 1
+        lens = np.diff(offsets)
+        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+        keep = ids < width
+        x = np.zeros((n, width), dtype=np.float64)
+        flat = x.reshape(-1)
+        np.add.at(flat, rows[keep] * width + ids[keep], 1.0)  # counts
+        if mode == "binary":
+            np.minimum(x, 1.0, out=x)
+        elif mode == "freq":
+            x /= np.maximum(lens, 1)[:, None]  # a row without ids is all zeros anyway
+        elif mode == "tfidf":
+            docs = np.zeros(width, dtype=np.float64)
+            for i, c in self.index_docs.items():
+                if 0 <= i < width:
+                    docs[i] = c
+            idf = np.log(1 + self.document_count / (1 + docs))
+            nz = np.flatnonzero(flat)
+            flat[nz] = (1 + np.log(flat[nz])) * idf[nz % width]
+        return x
 
     # ---------------------------------------------------------------- JSON
     def get_config(self):
@@ -989,9 +1108,13 @@ def sequences_to_bags(sequences, dtype=np.int32):
     ``(B+1,)``, sequence ``b`` is ``ids[offsets[b]:offsets[b+1]]``.  Every id is kept (a
     padded 2-D array keeps its padding ids).
     """
+    return _to_bags(sequences, dtype, "sequences_to_bags")
+
+
+def _to_bags(sequences, dtype, op):
     if isinstance(sequences, np.ndarray):
         if sequences.ndim != 2:
-            raise ValueError(f"sequences_to_bags: argument 'sequences' must be 2-D when an array, got shape {sequences.shape}")
+            raise ValueError(f"{op}: argument 'sequences' must be 2-D when an array, got shape {sequences.shape}")
         b, t = sequences.shape
         flat = sequences.reshape(-1)
         offsets = np.arange(0, b * t + 1, max(t, 1), dtype=np.int64) if t else np.zeros(b + 1, dtype=np.int64)
@@ -1001,20 +1124,20 @@ def sequences_to_bags(sequences, dtype=np.int32):
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(offsets[-1]))
-    return _checked_ids(flat, dtype), offsets
+    return _checked_ids(flat, dtype, op), offsets
 
 
-def _checked_ids(flat, dtype):
+def _checked_ids(flat, dtype, op="sequences_to_bags"):
     """``flat`` as ``dtype`` after checking every id is an integer in ``[0, max of dtype]``."""
     if flat.size and not np.issubdtype(flat.dtype, np.integer):
-        raise TypeError(f"sequences_to_bags: ids must be integers, got dtype {flat.dtype}")
+        raise TypeError(f"{op}: ids must be integers, got dtype {flat.dtype}")
     if flat.size:
         lo, hi = int(flat.min()), int(flat.max())
         info = np.iinfo(dtype)
         if lo < 0 or hi > info.max:
             bad = lo if lo < 0 else hi
             pos = int(np.argmax(flat == bad))
-            raise ValueError(f"sequences_to_bags: ids must be in [0, {info.max}], got {bad} at position {pos}")
+            raise ValueError(f"{op}: ids must be in [0, {info.max}], got {bad} at position {pos}")
     return flat.astype(dtype, copy=False)
 
 

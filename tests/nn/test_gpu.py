@@ -202,6 +202,55 @@ def test_device_path_sparse_categorical_on_the_host():
         m.fit(x, np.full(len(y), 3), epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("loss, units, act", [("binary_crossentropy", 1, "sigmoid"), ("categorical_crossentropy", 3, "softmax"),
+                                         ("mse", 2, None)])
+def test_device_path_weights_and_losses_on_the_host(loss, units, act):
+    """sample_weight, class_weight and the newer losses on the device code path: bitwise the host."""
+    seqs, labels = sequences(200, 3 if units == 3 else 2, seed=4)
+    from .data import padded
+
+    x = padded(seqs)
+    y = {"binary_crossentropy": labels, "categorical_crossentropy": np.eye(3)[labels],
+         "mse": np.stack([labels, -labels], 1).astype(np.float64)}[loss]
+    cw = {k: 1.0 + k for k in range(3)} if loss != "mse" else None
+    sw = np.random.default_rng(0).random(len(labels))
+    runs = []
+    for device_path in (False, True):
+        m = nn.Sequential([nn.Embedding(200, 8), nn.GlobalAveragePooling1D(), nn.Dense(units, activation=act)])
+        m.compile(optimizer="adam", loss=loss, metrics=["mae"] if loss == "mse" else ["accuracy", "auc"], seed=1)
+        if device_path:
+            _as_device(m)
+        h = m.fit(x, y, epochs=2, batch_size=32, verbose=0, sample_weight=sw, class_weight=cw, validation_split=0.2)
+        runs.append((h.history, m.get_weights(), m.evaluate(x, y, verbose=0, sample_weight=sw)))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    for wa, wb in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(wa, wb)
+
+
+@pytest.mark.parametrize("variant", ["max pooling, regularized", "flatten"])
+def test_device_path_newer_layers_on_the_host(variant):
+    seqs, labels = sequences(160, 2, seed=5)
+    from .data import padded
+
+    x = padded(seqs)[:, :12]
+    runs = []
+    for device_path in (False, True):
+        if variant == "flatten":
+            layers = [nn.Embedding(200, 4), nn.Flatten(), nn.Dense(1, activation="sigmoid")]
+        else:
+            layers = [nn.Embedding(200, 6, mask_zero=True, embeddings_regularizer="l2"), nn.GlobalMaxPooling1D(),
+                      nn.Dense(4, activation="relu", kernel_regularizer="l1_l2"), nn.Dense(1, activation="sigmoid")]
+        m = nn.Sequential(layers)
+        m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], seed=1)
+        if device_path:
+            _as_device(m)
+        h = m.fit(x, labels, epochs=2, batch_size=32, verbose=0, validation_split=0.25)
+        runs.append((h.history, m.get_weights(), m.evaluate(x, labels, verbose=0)))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    for wa, wb in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(wa, wb)
+
+
 def _nan_data():
     x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     x[40, 1] = np.nan  # in batch 3 of 4 (batch_size 16, no shuffle)

@@ -232,3 +232,12 @@ def test_tokenizer_header_is_json_dumps(tmp_path):
     r = nn.load_model(tmp_path / "t.fsm")
     assert r.tokenizer.get_config() == built.get_config()
     assert list(r.tokenizer.word_index.items()) == list(built.word_index.items())
+
+
+def test_unwritable_path_names_the_users_path(tmp_path):
+    m = _model()
+    target = tmp_path / "missing" / "m.fsm"
+    with pytest.raises(FileNotFoundError, match=r"save_model: cannot write '.*missing/m\.fsm'") as e:
+        m.save(target)
+    assert ".tmp" not in str(e.value)
+    assert not (tmp_path / "missing").exists()

@@ -10,10 +10,10 @@ Layers have explicit forward / backward; ``Embedding -> GlobalAveragePooling1D``
 fused ``embedding_bag``.  ``model.save(path)`` / ``nn.load_model(path)`` keep everything
 needed to predict or resume training in one checksummed file.
 """
-from . import callbacks, initializers, losses, metrics
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
-from .layers import Dense, Dropout, Embedding, EmbeddingBag, GlobalAveragePooling1D, Layer
-from .model import Sequential, TrainingDivergedError
+from . import callbacks, initializers, losses, metrics, regularizers
+from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau
+from .layers import Dense, Dropout, Embedding, EmbeddingBag, Flatten, GlobalAveragePooling1D, GlobalMaxPooling1D, Layer
+from .model import Input, Sequential, TrainingDivergedError
 from .saving import load_model
 
 __all__ = [
@@ -24,10 +24,15 @@ __all__ = [
     "EarlyStopping",
     "Embedding",
     "EmbeddingBag",
+    "Flatten",
     "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
     "History",
+    "Input",
     "Layer",
+    "LearningRateScheduler",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
     "Sequential",
     "TrainingDivergedError",
     "callbacks",

@@ -53,7 +53,7 @@ class FusedStep:
         dense = st[1:]
         if not all(type(d) is Dense and d.activation in ACTIVATION_CODES for d in dense):
             return None
-        if not all(layer.trainable for layer in model.layers):
+        if not all(layer.trainable and not layer.regularizers for layer in model.layers):
             return None
         try:
             backend, _ = ops.implementation("embedding_bag", model._backend)

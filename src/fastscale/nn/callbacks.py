@@ -1,4 +1,5 @@
-"""Callbacks, as in Keras: History, EarlyStopping, ModelCheckpoint.
+"""Callbacks, as in Keras: History, EarlyStopping, ModelCheckpoint, LearningRateScheduler,
+ReduceLROnPlateau.
 
 ``fit`` calls ``on_train_begin``, then per epoch ``on_epoch_begin`` / ``on_epoch_end(epoch,
 logs)`` (``logs``: loss, metrics, val_loss, val_metrics of that epoch), then
@@ -161,3 +162,78 @@ class ModelCheckpoint(_Monitor):
         elif self.verbose:
             print(f"Epoch {epoch + 1}: saving model to {path}")
         self.model.save(path)
+
+
+def _set_lr(model, lr, who):
+    try:
+        v = float(lr)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: the learning rate must be a number, got {type(lr).__name__}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{who}: the learning rate must be finite and > 0, got {lr!r}")
+    model.optimizer.learning_rate = v
+    return v
+
+
+class LearningRateScheduler(Callback):
+    """At the start of each epoch, ``learning_rate = schedule(epoch, learning_rate)`` (epoch
+    counted from 0, as in Keras); the rate in use is logged as ``learning_rate``."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = _set_lr(self.model, self.schedule(epoch, self.model.optimizer.learning_rate), "LearningRateScheduler")
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self.model.optimizer.learning_rate
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr`` (Keras semantics).
+    The rate in use is logged as ``learning_rate``."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4, cooldown=0,
+                 min_lr=0.0):
+        super().__init__(monitor, mode, min_delta, "ReduceLROnPlateau")
+        if not 0.0 < float(factor) < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: argument 'factor' must be in (0, 1), got {factor!r}")
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._current(logs)
+        opt = self.model.optimizer
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if math.isfinite(current) and self._better(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience and opt.learning_rate > self.min_lr:
+                new = max(opt.learning_rate * self.factor, self.min_lr)
+                _set_lr(self.model, new, "ReduceLROnPlateau")
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+        if logs is not None:
+            logs["learning_rate"] = opt.learning_rate

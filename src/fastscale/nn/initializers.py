@@ -1,6 +1,9 @@
-"""Keras's embedding initialisers: ``RandomUniform`` (Keras's default for ``Embedding``:
-uniform in [-0.05, 0.05]) and ``RandomNormal`` (Keras's default stddev is 0.05; PyTorch's
-``nn.Embedding`` draws N(0, 1), i.e. ``RandomNormal(stddev=1.0)``).
+"""Keras's initialisers: ``RandomUniform`` (Keras's default for ``Embedding``: uniform in
+[-0.05, 0.05]), ``RandomNormal`` (Keras's default stddev is 0.05; PyTorch's ``nn.Embedding``
+draws N(0, 1), i.e. ``RandomNormal(stddev=1.0)``), ``GlorotUniform`` (Keras's default for
+``Dense`` kernels), ``GlorotNormal``, ``HeUniform``, ``HeNormal`` (the normal ones truncated
+at two standard deviations, as Keras's), ``Zeros``, ``Ones`` and ``Constant(value)``.  Fans
+are Keras's for 2-D shapes: ``fan_in, fan_out = shape``.
 
 Values are drawn from the model's generator (``compile(seed=...)``) straight in the table's
 dtype, so a hashed n-gram table needs no float64 temporary twice its size.
@@ -13,7 +16,8 @@ import numpy as np
 
 from .. import _checks as C
 
-__all__ = ["Initializer", "RandomUniform", "RandomNormal", "get"]
+__all__ = ["Initializer", "RandomUniform", "RandomNormal", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal",
+           "Zeros", "Ones", "Constant", "get"]
 
 
 def _real(cls, name, v):
@@ -72,8 +76,93 @@ class RandomNormal(Initializer):
         return {"mean": self.mean, "stddev": self.stddev}
 
 
+class _Fans(Initializer):
+    """Scaled by the shape's fans (Keras's ``VarianceScaling``); no arguments."""
+
+    def get_config(self):
+        return {}
+
+    @staticmethod
+    def _fans(shape):
+        if len(shape) < 1:
+            return 1, 1
+        if len(shape) == 1:
+            return shape[0], shape[0]
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        return shape[-2] * receptive, shape[-1] * receptive
+
+
+class GlorotUniform(_Fans):
+    def __call__(self, rng, shape, dtype):
+        fan_in, fan_out = self._fans(shape)
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+class HeUniform(_Fans):
+    def __call__(self, rng, shape, dtype):
+        limit = np.sqrt(6.0 / self._fans(shape)[0])
+        return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+def _truncated_normal(rng, shape, stddev, dtype):
+    """N(0, stddev) redrawn outside two standard deviations (Keras's truncated normal);
+    Keras scales stddev by 1 / 0.8796 so the truncated draws keep the intended variance."""
+    w = rng.standard_normal(shape)
+    bad = np.abs(w) > 2
+    while bad.any():
+        w[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(w) > 2
+    return (w * (stddev / 0.87962566103423978)).astype(dtype)
+
+
+class GlorotNormal(_Fans):
+    def __call__(self, rng, shape, dtype):
+        fan_in, fan_out = self._fans(shape)
+        return _truncated_normal(rng, shape, np.sqrt(2.0 / (fan_in + fan_out)), dtype)
+
+
+class HeNormal(_Fans):
+    def __call__(self, rng, shape, dtype):
+        return _truncated_normal(rng, shape, np.sqrt(2.0 / self._fans(shape)[0]), dtype)
+
+
+class Constant(Initializer):
+    """Every entry ``value`` (a number, as Keras 3's; for a whole pretrained table pass
+    ``weights=[table]`` to ``Embedding``)."""
+
+    def __init__(self, value=0.0):
+        self.value = _real("Constant", "value", value)
+
+    def __call__(self, rng, shape, dtype):
+        return np.full(shape, self.value, dtype)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+class Zeros(Constant):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def get_config(self):
+        return {}
+
+
+class Ones(Constant):
+    def __init__(self):
+        super().__init__(1.0)
+
+    def get_config(self):
+        return {}
+
+
 _BY_NAME = {"uniform": RandomUniform, "random_uniform": RandomUniform, "randomuniform": RandomUniform,
-            "normal": RandomNormal, "random_normal": RandomNormal, "randomnormal": RandomNormal}
+            "normal": RandomNormal, "random_normal": RandomNormal, "randomnormal": RandomNormal,
+            "glorot_uniform": GlorotUniform, "glorotuniform": GlorotUniform,
+            "glorot_normal": GlorotNormal, "glorotnormal": GlorotNormal,
+            "he_uniform": HeUniform, "heuniform": HeUniform, "he_normal": HeNormal, "henormal": HeNormal,
+            "zeros": Zeros, "zero": Zeros, "ones": Ones, "one": Ones, "constant": Constant}
 
 
 def get(identifier) -> Initializer:

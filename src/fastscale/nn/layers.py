@@ -23,7 +23,7 @@ import re
 import numpy as np
 
 from .. import ops
-from . import _device, initializers
+from . import _device, initializers, regularizers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
 
@@ -53,6 +53,7 @@ class Layer:
         self.built = False
         self.input_shape = None
         self.backend = None
+        self.regularizers: dict = {}  # param name -> Regularizer (Sequential adds their penalties)
 
     def build(self, input_shape, rng: np.random.Generator, dtype=np.float32):
         self.input_shape = tuple(input_shape)
@@ -83,11 +84,41 @@ class Layer:
             p[...] = _device.module_of(p).asarray(w)  # in place: optimizer slots and fused views stay valid
 
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable}
+        cfg = {"name": self.name, "trainable": self.trainable}
+        for param, reg in self.regularizers.items():
+            cfg[self._REG_ARG[param]] = regularizers.to_config(reg)
+        return cfg
+
+    _REG_ARG = {"embeddings": "embeddings_regularizer", "kernel": "kernel_regularizer", "bias": "bias_regularizer"}
+
+    def _set_regularizers(self, **by_param):
+        self.regularizers = {k: r for k, r in ((k, regularizers.get(v)) for k, v in by_param.items()) if r is not None}
 
     def __repr__(self):
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k not in ("name", "trainable"))
         return f"{type(self).__name__}({cfg})"
+
+
+def _initial_table(layer, weights, shape):
+    """Keras's ``weights=[table]`` (or the table itself): a float array of ``shape``, copied."""
+    if weights is None:
+        return None
+    if isinstance(weights, (list, tuple)) and len(weights) == 1 and hasattr(weights[0], "shape"):
+        weights = weights[0]
+    w = _device.to_host(weights) if _device.is_cupy(weights) else np.asarray(weights)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"{layer}: argument 'weights' must hold numbers, got dtype {w.dtype}")
+    if w.shape != shape:
+        raise ValueError(f"{layer}: argument 'weights' must be [an array of shape {shape}], got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{layer}: argument 'weights' holds non-finite values")
+    return w.copy()
+
+
+def _table(layer, init, rng, dtype):
+    if layer._initial is not None:
+        return layer._initial.astype(dtype)
+    return init(rng, (layer.input_dim, layer.output_dim), dtype)
 
 
 class Embedding(Layer):
@@ -97,22 +128,33 @@ class Embedding(Layer):
     then averages only the real tokens (so ``input_dim`` must leave room for id 0, as in Keras).
     In a ``Sequential`` followed by ``GlobalAveragePooling1D`` this layer is fused with the
     pooling into one ``embedding_bag`` and the ``(B, T, D)`` output is never built.
+
+    ``weights=[table]``: start from a pretrained ``(input_dim, output_dim)`` table (GloVe,
+    word2vec), as Keras's ``weights`` argument; with ``trainable=False`` it stays fixed.
+    ``input_length`` (Keras 2) is accepted and not needed: padded inputs of any length work.
     """
 
-    def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform"):
+    def __init__(self, input_dim, output_dim, mask_zero=False, name=None, trainable=True, embeddings_initializer="uniform",
+                 weights=None, input_length=None, embeddings_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(embeddings=embeddings_regularizer)
         self.input_dim = _int_arg("Embedding", "input_dim", input_dim)
         self.output_dim = _int_arg("Embedding", "output_dim", output_dim)
         self.mask_zero = bool(mask_zero)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.input_length = None if input_length is None else _int_arg("Embedding", "input_length", input_length)
+        self._initial = _initial_table("Embedding", weights, (self.input_dim, self.output_dim))
         self.sparse_grad = False  # set by Sequential.compile for Adam(lazy=True)
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": self.embeddings_initializer(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": _table(self, self.embeddings_initializer, rng, dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.output_dim,)
+        shape = tuple(input_shape)
+        if len(shape) == 2 and shape[1] is None and self.input_length is not None:
+            shape = (shape[0], self.input_length)  # Keras 2: the declared length (Flatten needs it)
+        return shape + (self.output_dim,)
 
     def forward(self, x, mask=None, training=False):
         if not _device.is_array(x) or x.ndim != 2:
@@ -136,7 +178,9 @@ class Embedding(Layer):
                "mask_zero": self.mask_zero}
         if self.embeddings_initializer != initializers.RandomUniform():  # Keras's default stays implicit
             cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
-        return cfg
+        if self.input_length is not None:
+            cfg["input_length"] = self.input_length
+        return cfg  # a weights= table is not config: a saved model holds the trained table
 
 
 class GlobalAveragePooling1D(Layer):
@@ -160,6 +204,62 @@ class GlobalAveragePooling1D(Layer):
         return _device.module_of(dout).broadcast_to((dout / dout.dtype.type(T))[:, None, :], (B, T, D)).copy()
 
 
+class GlobalMaxPooling1D(Layer):
+    """Max over the time axis: ``(B, T, D)`` -> ``(B, D)``.  Under ``Embedding(mask_zero=True)``
+    only the real tokens compete (padding's row never wins); a sample with none gives zeros.
+    The gradient goes to the first position holding each maximum (as ``argmax``)."""
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def forward(self, x, mask=None, training=False):
+        if x.ndim != 3:
+            raise ValueError(f"{self.name}: expects (B, T, D) input, got shape {x.shape}")
+        xp = _device.module_of(x)
+        B, T, D = x.shape
+        self._shape = x.shape
+        if T == 0:
+            self._idx = None
+            return xp.zeros((B, D), x.dtype), None
+        xm = x if mask is None else xp.where(mask[:, :, None], x, x.dtype.type(-np.inf))
+        idx = xm.argmax(axis=1)  # (B, D)
+        self._at = (xp.arange(B)[:, None], idx, xp.arange(D)[None, :])  # plain indexing: NumPy and CuPy alike
+        out = xm[self._at]
+        self._valid = None if mask is None else mask.any(axis=1)  # (B,)
+        if self._valid is not None:
+            out = xp.where(self._valid[:, None], out, x.dtype.type(0))
+        self._idx = idx
+        return out, None
+
+    def backward(self, dout, need_dx=True):
+        xp = _device.module_of(dout)
+        dx = xp.zeros(self._shape, dout.dtype)
+        if self._idx is not None:
+            g = dout if self._valid is None else xp.where(self._valid[:, None], dout, dout.dtype.type(0))
+            dx[self._at] = g
+        return dx
+
+
+class Flatten(Layer):
+    """``(B, d1, d2, ...)`` -> ``(B, d1 * d2 * ...)``, as Keras's: the classic
+    ``Embedding(input_length=T) -> Flatten -> Dense``.  It needs padded ids of one fixed length
+    (from the data, ``nn.Input(shape=(T,))`` or ``input_length``); a mask is not carried on."""
+
+    def compute_output_shape(self, input_shape):
+        rest = tuple(input_shape[1:])
+        if any(d is None for d in rest):
+            raise ValueError(f"{self.name}: Flatten needs a fixed input shape, got {tuple(input_shape)}: give the model "
+                             "padded ids of one length (nn.Input(shape=(T,)) or Embedding(input_length=T)), not bags")
+        return (input_shape[0], int(np.prod(rest, dtype=np.int64)))
+
+    def forward(self, x, mask=None, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1), None
+
+    def backward(self, dout, need_dx=True):
+        return dout.reshape(self._shape)
+
+
 class EmbeddingBag(Layer):
     """Mean (or sum) of the embedding rows of each bag: ``Embedding + pooling`` in one op.
 
@@ -167,10 +267,14 @@ class EmbeddingBag(Layer):
     ``(ids, offsets)`` as made by ``fastscale.text.texts_to_bags`` (no padding at all).
     """
 
-    def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True):
+    def __init__(self, input_dim, output_dim, mode="mean", padding_idx=0, name=None, trainable=True,
+                 embeddings_initializer="uniform", weights=None, embeddings_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(embeddings=embeddings_regularizer)
         self.input_dim = _int_arg("EmbeddingBag", "input_dim", input_dim)
         self.output_dim = _int_arg("EmbeddingBag", "output_dim", output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self._initial = _initial_table("EmbeddingBag", weights, (self.input_dim, self.output_dim))
         if mode not in ("mean", "sum"):
             raise ValueError(f"EmbeddingBag: argument 'mode' must be 'mean' or 'sum', got {mode!r}")
         if padding_idx is not None:
@@ -183,7 +287,7 @@ class EmbeddingBag(Layer):
         self._grad_buf = None
 
     def build(self, input_shape, rng, dtype=np.float32):
-        self.params = {"embeddings": initializers.RandomUniform()(rng, (self.input_dim, self.output_dim), dtype)}
+        self.params = {"embeddings": _table(self, self.embeddings_initializer, rng, dtype)}
         super().build(input_shape, rng, dtype)
 
     def compute_output_shape(self, input_shape):
@@ -213,8 +317,11 @@ class EmbeddingBag(Layer):
         return None
 
     def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
-                "padding_idx": self.padding_idx}
+        cfg = {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
+               "padding_idx": self.padding_idx}
+        if self.embeddings_initializer != initializers.RandomUniform():
+            cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
+        return cfg
 
 
 class _FusedEmbeddingPool:
@@ -303,9 +410,14 @@ class Dense(Layer):
     applied in NumPy over the op's linear output).
     """
 
-    def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True):
+    def __init__(self, units, activation=None, use_bias=True, name=None, trainable=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
+                 bias_regularizer=None):
         super().__init__(name, trainable)
+        self._set_regularizers(kernel=kernel_regularizer, bias=bias_regularizer if use_bias else None)
         self.units = _int_arg("Dense", "units", units)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
         if activation == "linear":
             activation = None
         if activation not in ACTIVATIONS:
@@ -316,11 +428,9 @@ class Dense(Layer):
     def build(self, input_shape, rng, dtype=np.float32):
         if len(input_shape) != 2:
             raise ValueError(f"{self.name}: Dense expects 2-D input (B, features), got shape {tuple(input_shape)}")
-        fan_in = int(input_shape[-1])
-        limit = np.sqrt(6.0 / (fan_in + self.units))
-        params = {"kernel": rng.uniform(-limit, limit, size=(fan_in, self.units)).astype(dtype)}
+        params = {"kernel": self.kernel_initializer(rng, (int(input_shape[-1]), self.units), dtype)}
         if self.use_bias:
-            params["bias"] = np.zeros(self.units, dtype)
+            params["bias"] = self.bias_initializer(rng, (self.units,), dtype)
         self.params = params
         super().build(input_shape, rng, dtype)
 
@@ -355,7 +465,11 @@ class Dense(Layer):
         return dx
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        cfg = {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        for name, default in (("kernel_initializer", initializers.GlorotUniform()), ("bias_initializer", initializers.Zeros())):
+            if getattr(self, name) != default:  # Keras's defaults stay implicit (older files have none)
+                cfg[name] = initializers.to_config(getattr(self, name))
+        return cfg
 
 
 def _softmax(z):
@@ -396,7 +510,8 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-LAYERS = {c.__name__: c for c in (Embedding, GlobalAveragePooling1D, EmbeddingBag, Dense, Dropout)}
+LAYERS = {c.__name__: c for c in (Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, Flatten, EmbeddingBag, Dense,
+                                   Dropout)}
 
 
 def from_config(class_name: str, config: dict) -> Layer:

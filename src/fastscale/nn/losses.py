@@ -1,4 +1,5 @@
-"""Losses: binary and sparse categorical cross-entropy, computed stably from the logit.
+"""Losses: binary, categorical and sparse categorical cross-entropy, computed stably from
+the logit, and the mean squared / absolute errors.
 
 When the model's last layer is ``Dense(..., activation="sigmoid")`` (or ``"softmax"``) and
 the loss is the matching cross-entropy with ``from_logits=False`` (Keras's default),
@@ -39,6 +40,18 @@ class Loss:
     def check_targets(self, y_true, units):
         """Raise ValueError for targets this loss cannot take (all of a fit's targets at once)."""
 
+    def weighted(self, y_true, output, logits, weights, backend=None, checked=False):
+        """``__call__`` with per-sample weights ``(B,)``, as Keras reduces them: the mean over the
+        batch of ``weight * loss`` (not divided by the weights' sum); each sample's gradient
+        scaled by its weight."""
+        _, d = self(y_true, output, logits, backend=backend, checked=checked)
+        xp = _device.module_of(output)
+        w = _device.as_module(weights, xp)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported by fit
+            l = self.per_sample(_device.as_module(y_true, xp), output, logits)
+        loss = (w * l).mean() if l.size else 0.0
+        return _host_float(loss), d * w.astype(d.dtype, copy=False).reshape((-1,) + (1,) * (d.ndim - 1))
+
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
@@ -65,6 +78,18 @@ class BinaryCrossentropy(Loss):
         inside = (p > eps) & (p < 1 - eps)  # the clip has zero gradient outside
         dp = ((pc - y) / (pc * (1 - pc))) * inside / p.dtype.type(p.size)
         return _host_float(loss), dp.astype(p.dtype, copy=False)
+
+    def per_sample(self, y_true, output, logits):
+        """Each sample's loss (float64, mean over its outputs), as ``__call__`` averages it."""
+        xp = _device.module_of(output)
+        y = y_true.reshape(output.shape).astype(np.float64)
+        o = output.astype(np.float64)
+        if logits:
+            l = xp.maximum(o, 0) - o * y + xp.log1p(xp.exp(-xp.abs(o)))
+        else:
+            pc = xp.clip(o, EPSILON, 1 - EPSILON)
+            l = -(y * xp.log(pc) + (1 - y) * xp.log1p(-pc))
+        return l.reshape(l.shape[0], -1).mean(axis=1)
 
     def check_targets(self, y_true, units):
         y = y_true
@@ -113,6 +138,16 @@ class SparseCategoricalCrossentropy(Loss):
         d[rows, y] = -inside / (py * output.dtype.type(max(B, 1)))
         return _host_float(loss), d
 
+    def per_sample(self, y_true, output, logits):
+        xp = _device.module_of(output)
+        y = y_true.reshape(-1).astype(np.int64)
+        o = output.astype(np.float64)
+        rows = xp.arange(o.shape[0])
+        if logits:
+            z = o - o.max(axis=1, keepdims=True)
+            return xp.log(xp.exp(z).sum(axis=1)) - z[rows, y]
+        return -xp.log(xp.clip(o[rows, y], EPSILON, 1 - EPSILON))
+
     def check_targets(self, y_true, units):
         y = y_true.reshape(-1)
         xp = _device.module_of(y)
@@ -127,6 +162,111 @@ class SparseCategoricalCrossentropy(Loss):
     def probabilities(logits):
         e = _device.module_of(logits).exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+
+class CategoricalCrossentropy(Loss):
+    """Cross-entropy against one-hot (or probability) targets of shape ``(B, classes)``."""
+
+    name = "categorical_crossentropy"
+    head_activation = "softmax"
+
+    def __call__(self, y_true, output, logits, backend=None, checked=False):
+        if output.ndim != 2:
+            raise ValueError(f"categorical_crossentropy: expects outputs of shape (B, classes), got {output.shape}")
+        xp = _device.module_of(output)
+        y = _device.as_module(y_true, xp)
+        if y.shape != output.shape:
+            raise ValueError(f"categorical_crossentropy: targets of shape {y.shape} do not match outputs of shape "
+                             f"{output.shape} (one-hot rows; use sparse_categorical_crossentropy for class indices)")
+        if not checked:
+            self.check_targets(y, output.shape[1])
+        y = y.astype(output.dtype, copy=False)
+        n = output.dtype.type(max(output.shape[0], 1))
+        if logits:
+            z = output - output.max(axis=1, keepdims=True)
+            logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+            loss = -(y * logp).sum(axis=1, dtype=np.float64).mean() if output.shape[0] else 0.0
+            d = (xp.exp(logp) * y.sum(axis=1, keepdims=True) - y) / n
+            return _host_float(loss), d
+        # Keras: the outputs are first scaled to sum to 1 per row, then clipped.
+        s = output.sum(axis=1, keepdims=True)
+        p = output / s
+        eps = output.dtype.type(EPSILON)
+        pc = xp.clip(p, eps, 1 - eps)
+        loss = -(y * xp.log(pc)).sum(axis=1, dtype=np.float64).mean() if output.shape[0] else 0.0
+        g = -y / pc * ((p > eps) & (p < 1 - eps))  # d loss / d p; the clip has zero gradient outside
+        d = (g - (g * p).sum(axis=1, keepdims=True)) / (s * n)  # through p = output / sum(output)
+        return _host_float(loss), d.astype(output.dtype, copy=False)
+
+    def per_sample(self, y_true, output, logits):
+        xp = _device.module_of(output)
+        y = y_true.astype(np.float64)
+        o = output.astype(np.float64)
+        if logits:
+            z = o - o.max(axis=1, keepdims=True)
+            return -(y * (z - xp.log(xp.exp(z).sum(axis=1, keepdims=True)))).sum(axis=1)
+        return -(y * xp.log(xp.clip(o / o.sum(axis=1, keepdims=True), EPSILON, 1 - EPSILON))).sum(axis=1)
+
+    def check_targets(self, y_true, units):
+        y = y_true
+        if y.ndim != 2 or y.shape[1] != units:
+            raise ValueError(f"categorical_crossentropy: targets must be one-hot rows of shape (B, {units}), got shape "
+                             f"{y.shape} (use sparse_categorical_crossentropy for class indices)")
+        if y.size and not (float(y.min()) >= 0.0 and float(y.max()) <= 1.0):  # NaN fails both
+            raise ValueError(f"categorical_crossentropy: targets must have values in [0, 1], got the range "
+                             f"[{float(y.min())}, {float(y.max())}]")
+
+    probabilities = staticmethod(SparseCategoricalCrossentropy.probabilities)
+
+
+class _Regression(Loss):
+    """Mean over every output of a pointwise error; the outputs are used as they are."""
+
+    head_activation = None  # never works from a logit
+
+    def __init__(self):
+        super().__init__(from_logits=False)
+
+    def get_config(self):
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    def __call__(self, y_true, output, logits, backend=None, checked=False):
+        y = _targets(y_true, output, self.name)
+        if not checked:
+            self.check_targets(y, None)
+        xp = _device.module_of(output)
+        diff = output - y
+        loss, d = self._error(xp, diff)
+        return _host_float(loss.mean(dtype=np.float64) if output.size else 0.0), d / output.dtype.type(max(output.size, 1))
+
+    def per_sample(self, y_true, output, logits):
+        diff = output.astype(np.float64) - y_true.reshape(output.shape)
+        l = self._error(_device.module_of(output), diff)[0]
+        return l.reshape(l.shape[0], -1).mean(axis=1)
+
+    def check_targets(self, y_true, units):
+        xp = _device.module_of(y_true)
+        if y_true.size and not bool(xp.isfinite(y_true).all()):
+            raise ValueError(f"{self.name}: targets must be finite, got {int((~xp.isfinite(y_true)).sum())} non-finite")
+
+
+class MeanSquaredError(_Regression):
+    name = "mean_squared_error"
+
+    @staticmethod
+    def _error(xp, diff):
+        return diff * diff, 2 * diff
+
+
+class MeanAbsoluteError(_Regression):
+    name = "mean_absolute_error"
+
+    @staticmethod
+    def _error(xp, diff):
+        return xp.abs(diff), xp.sign(diff)
 
 
 def bce_logits_xp(xp, z, y):
@@ -157,7 +297,12 @@ def _targets(y_true, output, name):
 _BY_NAME = {
     "binary_crossentropy": BinaryCrossentropy,
     "bce": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mae": MeanAbsoluteError,
 }
 
 

@@ -1,9 +1,10 @@
-"""Metrics accumulated over an epoch: accuracy (binary or sparse categorical) and AUC.
+"""Metrics accumulated over an epoch: accuracy (binary, categorical or sparse categorical),
+AUC, and the mean squared / absolute error.
 
 A metric sees every batch's targets and probabilities (``update``) and gives one number for
-the epoch (``result``).  ``"accuracy"`` resolves, as in Keras, to binary accuracy (threshold
-0.5) under binary_crossentropy and to sparse categorical accuracy (argmax) under
-sparse_categorical_crossentropy.  AUC is the exact ROC AUC (Mann-Whitney, ties counted
+the epoch (``result``).  ``"accuracy"`` resolves, as in Keras, to sparse categorical accuracy
+(argmax) under sparse_categorical_crossentropy, to categorical accuracy (argmax of both)
+under categorical_crossentropy, and to binary accuracy (threshold 0.5) otherwise.  AUC is the exact ROC AUC (Mann-Whitney, ties counted
 half) over the epoch's predictions, macro-averaged one-vs-rest for several classes; Keras
 approximates the same quantity with 200 thresholds.
 
@@ -58,6 +59,45 @@ class SparseCategoricalAccuracy(BinaryAccuracy):
         self.total += y.shape[0]
 
 
+class CategoricalAccuracy(BinaryAccuracy):
+    def update(self, y_true, probs):
+        xp = _device.module_of(probs)
+        y = _device.as_module(y_true, xp).reshape(probs.shape)
+        self.correct = self.correct + xp.count_nonzero(probs.argmax(axis=1) == y.argmax(axis=1))
+        self.total += probs.shape[0]
+
+
+class _MeanError(Metric):
+    def __init__(self, name):
+        self.name = name
+        self.reset()
+
+    def reset(self):
+        self.sum = 0.0
+        self.total = 0
+
+    def update(self, y_true, probs):
+        xp = _device.module_of(probs)
+        diff = probs - _device.as_module(y_true, xp).reshape(probs.shape)
+        self.sum = self.sum + self._error(xp, diff).sum(dtype=np.float64)  # on the device
+        self.total += probs.size
+
+    def result(self):
+        return float(self.sum) / self.total if self.total else 0.0
+
+
+class MeanSquaredError(_MeanError):
+    @staticmethod
+    def _error(xp, diff):
+        return diff * diff
+
+
+class MeanAbsoluteError(_MeanError):
+    @staticmethod
+    def _error(xp, diff):
+        return xp.abs(diff)
+
+
 class AUC(Metric):
     def __init__(self, name="auc"):
         self.name = name
@@ -67,8 +107,11 @@ class AUC(Metric):
         self._y, self._p = [], []
 
     def update(self, y_true, probs):
-        self._y.append(_device.as_module(y_true, _device.module_of(probs)).reshape(-1))
-        self._p.append(probs.reshape(probs.shape[0], -1))
+        y = _device.as_module(y_true, _device.module_of(probs))
+        probs = probs.reshape(probs.shape[0], -1)
+        # One-hot targets (categorical_crossentropy) are kept as rows; class indices or 0/1 as a column.
+        self._y.append(y.reshape(probs.shape) if y.size == probs.size and probs.shape[1] > 1 else y.reshape(-1, 1))
+        self._p.append(probs)
 
     def result(self):
         if not self._p:
@@ -77,9 +120,9 @@ class AUC(Metric):
         p = _device.to_host(xp.concatenate(self._p))  # one read-back per epoch on a GPU
         y = _device.to_host(xp.concatenate(self._y))
         if p.shape[1] == 1:
-            return roc_auc(y > 0.5, p.reshape(-1))
-        y = y.astype(np.int64)
-        scores = [roc_auc(y == k, p[:, k]) for k in range(p.shape[1]) if 0 < np.count_nonzero(y == k) < y.shape[0]]
+            return roc_auc(y.reshape(-1) > 0.5, p.reshape(-1))
+        pos = y > 0.5 if y.shape[1] > 1 else y.astype(np.int64) == np.arange(p.shape[1])  # (n, classes)
+        scores = [roc_auc(pos[:, k], p[:, k]) for k in range(p.shape[1]) if 0 < np.count_nonzero(pos[:, k]) < y.shape[0]]
         return float(np.mean(scores)) if scores else 0.0
 
 
@@ -103,15 +146,26 @@ def roc_auc(positive, scores) -> float:
 
 
 
+_BY_NAME = {
+    "binary_accuracy": BinaryAccuracy,
+    "categorical_accuracy": CategoricalAccuracy,
+    "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+    "auc": AUC,
+    "mean_squared_error": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+}
+_ALIASES = {"AUC": "auc", "mse": "mean_squared_error", "mae": "mean_absolute_error"}
+NAMES = ("accuracy", "acc", *_BY_NAME, *_ALIASES)  # what get() and save_model take
+
+
 def get(identifier, loss_name: str) -> Metric:
     if isinstance(identifier, Metric):
         return identifier
     if identifier in ("accuracy", "acc"):
-        return SparseCategoricalAccuracy("accuracy") if loss_name == "sparse_categorical_crossentropy" else BinaryAccuracy("accuracy")
-    if identifier == "binary_accuracy":
-        return BinaryAccuracy("binary_accuracy")
-    if identifier == "sparse_categorical_accuracy":
-        return SparseCategoricalAccuracy("sparse_categorical_accuracy")
-    if identifier in ("auc", "AUC"):
-        return AUC("auc")
-    raise ValueError(f"metrics: unknown metric {identifier!r}; expected 'accuracy', 'auc' or a Metric instance")
+        cls = {"sparse_categorical_crossentropy": SparseCategoricalAccuracy,
+               "categorical_crossentropy": CategoricalAccuracy}.get(loss_name, BinaryAccuracy)
+        return cls("accuracy")
+    if isinstance(identifier, str) and (identifier in _BY_NAME or identifier in _ALIASES):
+        name = _ALIASES.get(identifier, identifier)
+        return _BY_NAME[name](name)
+    raise ValueError(f"metrics: unknown metric {identifier!r}; expected one of {sorted(NAMES)} or a Metric instance")

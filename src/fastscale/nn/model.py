@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 
+from .. import ops
 from .. import optim as _optim
 from . import _device
 from . import callbacks as _callbacks
@@ -225,6 +226,24 @@ def _as_ids(a, who, name):
 
 
 # ---------------------------------------------------------------------------- the model
+class Input:
+    """Keras's ``Input(shape=...)`` as the first item of a ``Sequential``: declares the
+    per-sample input shape (``(T,)`` for padded ids, ``(features,)`` for features), so the
+    model builds without data.  It holds no weights and is not a layer of the model."""
+
+    def __init__(self, shape, dtype=None, name=None):
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (shape,)
+        if not isinstance(shape, (tuple, list)) or not all(
+                d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0) for d in shape):
+            raise ValueError(f"Input: argument 'shape' must be a tuple of ints >= 0 (or None), got {shape!r}")
+        self.shape = tuple(None if d is None else int(d) for d in shape)
+        self.dtype, self.name = dtype, name
+
+    def __repr__(self):
+        return f"Input(shape={self.shape})"
+
+
 class Sequential:
     """A stack of layers, trained with an explicit forward / backward pass.
 
@@ -273,6 +292,11 @@ class Sequential:
 
     # -- construction
     def add(self, layer):
+        if isinstance(layer, Input):
+            if self.layers or self._input_shape is not None:
+                raise ValueError("Sequential.add: an Input can only come first")
+            self._input_shape = (None,) + layer.shape
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a fastscale.nn layer, got {type(layer).__name__}")
         if self.built:
@@ -299,7 +323,8 @@ class Sequential:
         when CuPy inputs arrive.  ``backend="cuda"`` or ``"cupy"`` implies ``"gpu"``.
         ``device="gpu"`` without a usable GPU backend raises BackendUnavailableError."""
         if loss is None:
-            raise ValueError("compile: a loss is required ('binary_crossentropy' or 'sparse_categorical_crossentropy')")
+            raise ValueError("compile: a loss is required ('binary_crossentropy', 'categorical_crossentropy', "
+                             "'sparse_categorical_crossentropy', 'mse' or 'mae')")
         if not self.layers:
             raise ValueError("compile: the model has no layers")
         from .._backends import CUPY_ORDER, NUMPY_ORDER
@@ -329,7 +354,7 @@ class Sequential:
         self._configure_grads()
         last = self.layers[-1]
         # Work from the logit when the head's activation matches the loss (stable, and cheaper).
-        self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense)
+        self._ask_logits = (not self.loss.from_logits and isinstance(last, Dense) and self.loss.head_activation is not None
                             and last.activation == self.loss.head_activation)
         self._loss_logits = self.loss.from_logits or self._ask_logits
         self.compiled = True
@@ -393,6 +418,8 @@ class Sequential:
             raise ValueError("build: the model has no layers")
         first = self.layers[0]
         if input_shape is None:
+            input_shape = self._input_shape  # declared by an Input, if any
+        if input_shape is None:
             if not isinstance(first, (Embedding, EmbeddingBag)):
                 raise ValueError("build: a model that does not start with an embedding needs input_shape=(None, features)")
             input_shape = (None, None)
@@ -444,12 +471,27 @@ class Sequential:
                 break
 
     def _params_and_grads(self):
+        """``(name, param, grad)`` of every trainable weight; a regularized weight's gradient
+        includes its penalty's (dense, even for an embedding table)."""
         out = []
         for layer in self.layers:
             if layer.trainable:
                 for k, p in layer.params.items():
-                    out.append((f"{layer.name}/{k}", p, layer.grads[k]))
+                    g = layer.grads[k]
+                    reg = layer.regularizers.get(k)
+                    if reg is not None:
+                        g = (g.to_dense() if isinstance(g, ops.SparseRows) else g) + reg.grad(p)
+                    out.append((f"{layer.name}/{k}", p, g))
         return out
+
+    def _penalty(self):
+        """The regularizers' penalty on the trainable weights (Keras's regularization losses)."""
+        total = 0.0
+        for layer in self.layers:
+            if layer.trainable:
+                for k, reg in layer.regularizers.items():
+                    total = total + reg.penalty(layer.params[k])
+        return total
 
     def _probs(self, z):
         """Probabilities from the head's output (logit or probability)."""
@@ -457,10 +499,16 @@ class Sequential:
 
     # -- the public API
     def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, seed=None, on_divergence="raise"):
+            validation_data=None, shuffle=True, seed=None, on_divergence="raise", class_weight=None,
+            sample_weight=None):
         """Train; returns a :class:`History` (``history.history``: loss, metrics, val_* per epoch).
 
         ``validation_split`` takes the LAST fraction of ``x``/``y`` (before shuffling), as Keras.
+        ``sample_weight`` (one non-negative weight per sample) and ``class_weight`` (``{class:
+        weight}``, every class of ``y`` present) weight each sample's loss as Keras does: the
+        mean over the batch of weight times loss; both together multiply.  The metrics stay
+        unweighted, and so does the validation loss but for ``sample_weight``'s share of a
+        ``validation_split`` or a third item of ``validation_data`` ``(x, y, sample_weight)``.
         A non-finite loss raises :class:`TrainingDivergedError` naming the epoch and step,
         before that step updates anything (checkpoints already written stay as they are);
         ``on_divergence="warn"`` instead warns (RuntimeWarning), stops training and returns the
@@ -483,13 +531,16 @@ class Sequential:
                 self._seed = seed
         inputs = _Inputs(x, "fit")
         y = _targets(y, inputs.n, "fit")
-        val = None
+        sw = _sample_weights(sample_weight, class_weight, y, inputs.n, "fit")
+        val, val_sw = None, None
         on_gpu = inputs.on_gpu or _device.is_cupy(y)
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight_val)")
             vin = _Inputs(validation_data[0], "fit(validation_data)")
             val = (vin, _targets(validation_data[1], vin.n, "fit(validation_data)"))
+            if len(validation_data) == 3:
+                val_sw = _sample_weights(validation_data[2], None, val[1], vin.n, "fit(validation_data)")
             on_gpu = on_gpu or vin.on_gpu or _device.is_cupy(val[1])
         elif validation_split:
             vs = float(validation_split)
@@ -498,6 +549,10 @@ class Sequential:
             split = int(math.floor(inputs.n * (1.0 - vs)))
             if split < 1 or split >= inputs.n:
                 raise ValueError(f"fit: validation_split={vs} of {inputs.n} samples leaves an empty training or validation set")
+            if sw is not None:
+                # The validation samples keep their sample_weight; class_weight is for training.
+                user = sw if class_weight is None else _sample_weights(sample_weight, None, y, inputs.n, "fit")
+                sw, val_sw = sw[:split], None if user is None else user[split:]
             val = (inputs.subset(split, inputs.n), y[split:])
             inputs, y = inputs.subset(0, split), y[:split]
         if inputs.n == 0:
@@ -513,12 +568,15 @@ class Sequential:
         inputs, y = inputs.to(xp), self._device_targets(y, "fit")
         if val is not None:
             val = (val[0].to(xp), self._device_targets(val[1], "fit(validation_data)"))
+        sw = None if sw is None else xp.asarray(sw)
+        val_sw = None if val_sw is None else xp.asarray(val_sw)
         train_seed = seed if seed is not None else self._seed
-        plan = self._fused_step(inputs, y) if xp is np else None  # the fused step is the host's
+        # The fused step is the host's, and unweighted.
+        plan = self._fused_step(inputs, y) if xp is np and sw is None else None
         plan_y = None if plan is None else plan.targets(y)
 
         history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = list(callbacks or []) + [history]  # last, as in Keras: it records what the others add to logs
         for cb in cbs:
             if not isinstance(cb, _callbacks.Callback):
                 raise TypeError(f"fit: callbacks must be fastscale.nn.callbacks.Callback instances, got {type(cb).__name__}")
@@ -537,7 +595,7 @@ class Sequential:
             snap = self._state_copy() if xp is not np and on_divergence == "warn" else None
             try:
                 logs = self._train_epoch(inputs, y, batch_size, shuffle, train_seed, epoch, epochs, steps, mode, plan,
-                                         plan_y)
+                                         plan_y, sw)
             except TrainingDivergedError as e:
                 if on_divergence == "raise":
                     raise
@@ -550,7 +608,7 @@ class Sequential:
                 self.stop_training = True
                 break
             if val is not None:
-                vlogs = self._evaluate(val[0], val[1], batch_size)
+                vlogs = self._evaluate(val[0], val[1], batch_size, val_sw)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             self._epochs_done += 1
             history.epoch_stats.append(self._last_epoch_stats)
@@ -564,7 +622,8 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None, plan_y=None):
+    def _train_epoch(self, inputs, y, batch_size, shuffle, seed, epoch, epochs, steps, mode, plan=None, plan_y=None,
+                     sw=None):
         n = inputs.n
         xp = self._xp
         order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
@@ -573,7 +632,9 @@ class Sequential:
             # The shuffle drawn on the host (the same as there), applied as one gather on the
             # device; the batches are then slices, and each step's loss lands in `losses`.
             if order is not None:
-                inputs, y, order = inputs.permuted(order), y[xp.asarray(order)], None
+                perm = xp.asarray(order)
+                inputs, y, order = inputs.permuted(order), y[perm], None
+                sw = None if sw is None else sw[perm]
             losses = xp.empty(steps, np.float64)
         for m in self.metrics:
             m.reset()
@@ -588,14 +649,16 @@ class Sequential:
                     lo, hi = s * batch_size, min(n, (s + 1) * batch_size)
                     if order is None:
                         xb, yb = inputs.slice(lo, hi), y[lo:hi]
+                        wb = None if sw is None else sw[lo:hi]
                     else:
                         idx = order[lo:hi]
                         xb, yb = inputs.take(idx), y[idx]
+                        wb = None if sw is None else sw[idx]
                     where = f"fit: the loss became {{}} at epoch {epoch + 1}/{epochs}, step {s + 1}/{steps}"
                     if plan is not None:
                         loss, z = plan.step(xb[0], xb[1], plan_y[lo:hi] if order is None else plan_y[idx], where)
                     else:
-                        loss, z = self._step(xb, yb, where, sync=losses is None)
+                        loss, z = self._step(xb, yb, where, sync=losses is None, wb=wb)
                     if losses is not None:
                         losses[s] = loss
                     total_loss += loss * (hi - lo)  # a device scalar on a GPU
@@ -650,14 +713,17 @@ class Sequential:
                 p[...] = saved[k]
         self.optimizer.set_state(state)
 
-    def _step(self, xb, yb, where, sync=True):
+    def _step(self, xb, yb, where, sync=True, wb=None):
         """One update: forward, loss, backward, optimizer; returns (loss, head output).  A
         non-finite loss raises before anything is updated (``where`` names the step); on a GPU
-        with ``sync=False`` the loss is not read back (nor checked) here."""
+        with ``sync=False`` the loss is not read back (nor checked) here.  ``wb``: the samples'
+        weights, or None."""
         # A diverging run is reported once, by the check below, not by NumPy warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             z = self._forward(xb, training=True, logits=self._ask_logits)
-            loss, dz = self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
+            loss, dz = self._loss(yb, z, wb)
+            if self._regularized:
+                loss = loss + self._penalty()
         if sync and not math.isfinite(loss):
             raise TrainingDivergedError(
                 where.format(float(loss)) + f" (update {self.optimizer.step + 1} of this model); lower the learning "
@@ -667,25 +733,28 @@ class Sequential:
         self.optimizer.apply(self._params_and_grads())
         return loss, z
 
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, return_dict=False, sample_weight=None, class_weight=None):
         """One gradient update on one batch (Keras's ``train_on_batch``): returns the batch's
-        loss, or ``[loss, *metrics]`` (a dict with ``return_dict``), computed before the update."""
+        loss, or ``[loss, *metrics]`` (a dict with ``return_dict``), computed before the update.
+        ``sample_weight`` / ``class_weight`` as in ``fit``."""
         self._require_compiled("train_on_batch")
         inputs = _Inputs(x, "train_on_batch")
         y = _targets(y, inputs.n, "train_on_batch")
         if inputs.n == 0:
             raise ValueError("train_on_batch: no samples")
+        sw = _sample_weights(sample_weight, class_weight, y, inputs.n, "train_on_batch")
         xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "train_on_batch")
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, "train_on_batch")
+        sw = None if sw is None else xp.asarray(sw)
         xb = inputs.csr if inputs.csr is not None else inputs.arr
-        plan = self._fused_step(inputs, y) if xp is np else None
+        plan = self._fused_step(inputs, y) if xp is np and sw is None else None
         if plan is not None:
             # The fit's fused step, kept across calls while the model stays the same.
             loss, z = plan.step(xb[0], xb[1], plan.targets(y), "train_on_batch: the loss became {}")
         else:
             with _device.deferred_checks(xp):
-                loss, z = self._step(xb, y, "train_on_batch: the loss became {}")  # reads the loss back: it is returned
+                loss, z = self._step(xb, y, "train_on_batch: the loss became {}", wb=sw)  # reads the loss back: it is returned
         logs = {"loss": float(loss)}
         if self.metrics:
             p = self._probs(z)
@@ -706,7 +775,13 @@ class Sequential:
             plan = self._plan = _FusedStep.for_model(self)
         return plan if plan is not None and plan.accepts(inputs, y) else None
 
-    def _evaluate(self, inputs, y, batch_size):
+    def _loss(self, yb, z, wb=None):
+        """(loss, d loss / d z) of one batch, weighted by ``wb`` when given."""
+        if wb is None:
+            return self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
+        return self.loss.weighted(yb, z, self._loss_logits, wb, backend=self._backend, **self._loss_kw)
+
+    def _evaluate(self, inputs, y, batch_size, sw=None):
         for m in self.metrics:
             m.reset()
         total = 0.0
@@ -715,29 +790,31 @@ class Sequential:
                 hi = min(inputs.n, lo + batch_size)
                 xb, yb = inputs.slice(lo, hi), y[lo:hi]
                 z = self._forward(xb, training=False, logits=self._ask_logits)
-                loss, _ = self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
+                loss, _ = self._loss(yb, z, None if sw is None else sw[lo:hi])
                 total += loss * (hi - lo)  # a device scalar on a GPU
                 if self.metrics:
                     p = self._probs(z)
                     for m in self.metrics:
                         m.update(yb, p)
             total = float(total)
-        logs = {"loss": total / max(inputs.n, 1)}
+        logs = {"loss": total / max(inputs.n, 1) + (float(self._penalty()) if self._regularized else 0.0)}
         for m in self.metrics:
             logs[m.name] = m.result()
         return logs
 
-    def evaluate(self, x, y, batch_size=None, verbose="auto", return_dict=False):
-        """Loss and metrics on ``(x, y)``: ``loss`` alone, or ``[loss, *metrics]`` (or a dict)."""
+    def evaluate(self, x, y, batch_size=None, verbose="auto", return_dict=False, sample_weight=None):
+        """Loss and metrics on ``(x, y)``: ``loss`` alone, or ``[loss, *metrics]`` (or a dict).
+        ``sample_weight`` weights the loss as in ``fit``."""
         self._require_compiled("evaluate")
         batch_size = _check_batch(batch_size, "evaluate")
         inputs = _Inputs(x, "evaluate")
         y = _targets(y, inputs.n, "evaluate")
+        sw = _sample_weights(sample_weight, None, y, inputs.n, "evaluate")
         xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "evaluate")
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, "evaluate")
         t0 = time.perf_counter()
-        logs = self._evaluate(inputs, y, batch_size)
+        logs = self._evaluate(inputs, y, batch_size, None if sw is None else xp.asarray(sw))
         if _progress_mode(verbose):
             print(f"evaluate: {inputs.n} samples - {time.perf_counter() - t0:.2f}s - "
                   + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
@@ -765,6 +842,28 @@ class Sequential:
 
     def __call__(self, x):
         return self.predict(x, batch_size=max(1, _Inputs(x, "call").n))
+
+    def predict_on_batch(self, x):
+        """``predict`` of one batch (Keras's ``predict_on_batch``)."""
+        return self.predict(x, batch_size=max(1, _Inputs(x, "predict_on_batch").n))
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """``evaluate`` of one batch (Keras's ``test_on_batch``): the loss, or ``[loss, *metrics]``."""
+        n = _Inputs(x, "test_on_batch").n
+        return self.evaluate(x, y, batch_size=max(1, n), verbose=0, return_dict=return_dict, sample_weight=sample_weight)
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by position, as Keras's ``get_layer``."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer: give exactly one of name and index")
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"get_layer: index must be an int in [0, {len(self.layers)}), got {index!r}")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the layers are {[l.name for l in self.layers]}")
 
     # -- weights
     def get_weights(self):
@@ -844,6 +943,10 @@ class Sequential:
             "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers],
         }
 
+    @property
+    def _regularized(self):
+        return any(layer.trainable and layer.regularizers for layer in self.layers)
+
     def _require_compiled(self, who):
         if not self.compiled:
             raise RuntimeError(f"{who}: call model.compile(optimizer=..., loss=...) first")
@@ -895,6 +998,47 @@ def _targets(y, n, who):
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
         raise TypeError(f"{who}: y must be numeric, got dtype {y.dtype}")
     return y
+
+
+def _sample_weights(sample_weight, class_weight, y, n, who):
+    """The samples' weights as float64 ``(n,)`` on the host (sample_weight times the class
+    weight of each sample's class), or None when neither is given."""
+    w = None
+    if sample_weight is not None:
+        w = _device.to_host(sample_weight) if _device.is_cupy(sample_weight) else np.asarray(sample_weight)
+        if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
+            raise TypeError(f"{who}: sample_weight must be numeric, got dtype {w.dtype}")
+        if w.shape not in ((n,), (n, 1)):
+            raise ValueError(f"{who}: sample_weight must have shape ({n},), one weight per sample, got {w.shape}")
+        w = w.astype(np.float64).reshape(n)
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
+            raise ValueError(f"{who}: sample_weight must be finite and >= 0, got sample_weight[{bad}] = {w[bad]}")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{who}: class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+        yh = _device.to_host(y) if _device.is_cupy(y) else np.asarray(y)
+        cls = yh.argmax(axis=1) if yh.ndim == 2 and yh.shape[1] > 1 else yh.reshape(n)
+        if cls.size and not np.array_equal(cls, np.round(cls)):
+            raise ValueError(f"{who}: class_weight needs class labels (integers, or one-hot rows), got non-integer targets")
+        cls = cls.astype(np.int64)
+        present = np.unique(cls)
+        table = {}
+        for k, v in class_weight.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"{who}: class_weight keys must be int class labels, got {k!r}")
+            if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{who}: class_weight[{k}] must be a finite number >= 0, got {v!r}")
+            table[int(k)] = float(v)
+        missing = [int(c) for c in present if int(c) not in table]
+        if missing:
+            raise ValueError(f"{who}: class_weight has no weight for class(es) {missing} present in y")
+        lut = np.zeros(int(present.max()) + 1 if present.size else 0, np.float64)
+        for c in present:
+            lut[c] = table[int(c)]
+        cw = lut[cls] if present.size else np.zeros(0)
+        w = cw if w is None else w * cw
+    return w
 
 
 def _progress_mode(verbose):

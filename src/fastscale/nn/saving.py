@@ -31,6 +31,7 @@ import tempfile
 import numpy as np
 
 from . import _device
+from . import metrics as _metrics
 
 MAGIC = b"FSCALE\x00\x01"
 FORMAT_VERSION = 1
@@ -65,7 +66,7 @@ def save_model(model, path, *, include_optimizer=True) -> None:
             "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(), "step": state["step"],
                           "slots": {k: sorted(v) for k, v in state["slots"].items()}},
             "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
-            "metrics": [m.name if m.name in ("accuracy", "auc", "binary_accuracy", "sparse_categorical_accuracy")
+            "metrics": [m.name if m.name in _metrics.NAMES and type(m).__module__ == _metrics.__name__
                         else _unsupported_metric(m) for m in model.metrics],
             "fuse": model._fuse,
         }
@@ -102,7 +103,10 @@ def save_model(model, path, *, include_optimizer=True) -> None:
     _remove_orphans(directory, os.path.basename(path))
     # The writer's pid is in the name, so a later save can tell an orphan (its writer was
     # killed) from another live process's save in progress.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
+    except OSError as e:  # name the user's path, not our temporary file's
+        raise type(e)(e.errno, f"save_model: cannot write {path!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             h = hashlib.sha256()
@@ -148,7 +152,7 @@ def _dump_header(header, tok):
 
 
 def _unsupported_metric(m):
-    raise TypeError(f"save_model: custom metric {type(m).__name__} cannot be saved; use 'accuracy' or 'auc'")
+    raise TypeError(f"save_model: custom metric {type(m).__name__} cannot be saved; use one of {sorted(_metrics.NAMES)}")
 
 
 def _remove_orphans(directory, name):

@@ -855,6 +855,8 @@ def test_emulator_warp_intrinsics_and_missing_sync():
         assert (out[32:64].view(np.uint32) == 0x55555555).all()  # __ballot_sync of even lanes
         np.testing.assert_array_equal(out[64:96], ((np.arange(32) + 3) % 32) * 10)  # __shfl_sync
         assert (out[96:128] == 1).all()  # __any_sync
+        cu.emu_selftest("half_warps", P(out))  # disjoint masks may be pending together
+        np.testing.assert_array_equal(out[:64], np.where(np.arange(64) % 32 < 16, 0, 160))
         cu.emu_selftest("with_sync", P(out))
         np.testing.assert_array_equal(out[:64], (np.arange(64) + 1) % 64 + 1)
     # Without the barrier thread t reads thread t+1's slot before it is written when threads

@@ -93,11 +93,28 @@ struct Fiber {
   int arg = 0, width = 32;
 };
 
-struct Warp {
+// One pending collective of a warp: the lanes of `mask` meet in it.  A warp may have
+// several at once when their masks are disjoint (e.g. two half-warps shuffling apart).
+struct Group {
   int kind = 0;
-  unsigned mask = 0, arrived = 0, exited = 0;
+  unsigned mask = 0, arrived = 0;
   const char* file = nullptr;
   int line = 0;
+};
+
+struct Warp {
+  Group g[32];
+  int n = 0;
+  unsigned exited = 0;
+  Group* naming(unsigned bits) {  // the pending group whose mask meets bits
+    for (int q = 0; q < n; ++q)
+      if (g[q].mask & bits) return &g[q];
+    return nullptr;
+  }
+  void remove(Group* p) {
+    *p = g[n - 1];
+    --n;
+  }
 };
 
 struct Abort {};  // unwinds the scheduler after a reported bug
@@ -198,9 +215,9 @@ void exit_thread() {
   Warp& w = g_warps[i >> 5];
   const unsigned bit = 1u << (i & 31);
   w.exited |= bit;
-  if (w.arrived != 0 && (w.mask & bit))
-    report(where_thread(i) + " exited while lanes " + hex(w.arrived) + " of its warp wait for it in " +
-           COLL_NAMES[w.kind] + "(mask " + hex(w.mask) + ") at " + w.file + ":" + std::to_string(w.line) +
+  if (const Group* p = w.naming(bit))
+    report(where_thread(i) + " exited while lanes " + hex(p->arrived) + " of its warp wait for it in " +
+           COLL_NAMES[p->kind] + "(mask " + hex(p->mask) + ") at " + p->file + ":" + std::to_string(p->line) +
            " (a hang or undefined result on the GPU)");
   g_fibers[i].state = DONE;
   yield_fiber(true);
@@ -289,9 +306,9 @@ void run_block(unsigned bx, unsigned by, unsigned bz, std::vector<int>& order) {
     // Nobody can run and not everybody is at the barrier: a deadlock on the GPU.
     std::string msg = "deadlock: ";
     if (first_warp >= 0) {
-      const Warp& w = g_warps[first_warp >> 5];
-      msg += where_thread(first_warp) + " waits in " + COLL_NAMES[w.kind] + "(mask " + hex(w.mask) + ") at " +
-             w.file + ":" + std::to_string(w.line) + " (arrived " + hex(w.arrived) + ")";
+      const Group* p = g_warps[first_warp >> 5].naming(1u << (first_warp & 31));
+      msg += where_thread(first_warp) + " waits in " + COLL_NAMES[p->kind] + "(mask " + hex(p->mask) + ") at " +
+             p->file + ":" + std::to_string(p->line) + " (arrived " + hex(p->arrived) + ")";
     }
     if (first_bar >= 0)
       msg += std::string(first_warp >= 0 ? "; " : "") + where_thread(first_bar) + " waits at __syncthreads at " +
@@ -393,15 +410,17 @@ unsigned long long warp_collective(int kind, unsigned mask, unsigned long long v
            std::to_string(wsize) + " threads in this warp)" + at);
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
     report(std::string(name) + " with width " + std::to_string(width) + " (must be a power of 2 <= 32)" + at);
-  if (w.arrived == 0) {
-    w.kind = kind;
-    w.mask = mask;
-    w.file = file;
-    w.line = line;
-  } else if (w.kind != kind || w.mask != mask) {
-    report(where_thread(i) + " calls " + name + "(mask " + hex(mask) + ")" + at + " while lanes " + hex(w.arrived) +
-           " of its warp wait in " + COLL_NAMES[w.kind] + "(mask " + hex(w.mask) + ") at " + w.file + ":" +
-           std::to_string(w.line));
+  // The pending collective naming this lane (its mask must be this call's), else a new one,
+  // whose mask must not meet any pending one's.
+  Group* grp = w.naming(1u << lane);
+  if (grp == nullptr) grp = w.naming(mask);
+  if (grp == nullptr) {
+    grp = &w.g[w.n++];
+    *grp = Group{kind, mask, 0, file, line};
+  } else if (grp->kind != kind || grp->mask != mask) {
+    report(where_thread(i) + " calls " + name + "(mask " + hex(mask) + ")" + at + " while lanes " +
+           hex(grp->arrived) + " of its warp wait in " + COLL_NAMES[grp->kind] + "(mask " + hex(grp->mask) +
+           ") at " + grp->file + ":" + std::to_string(grp->line));
   }
   if (mask & w.exited)
     report(where_thread(i) + " calls " + name + "(mask " + hex(mask) + ")" + at + " but lanes " +
@@ -409,8 +428,8 @@ unsigned long long warp_collective(int kind, unsigned mask, unsigned long long v
   f.val = value;
   f.arg = arg;
   f.width = width;
-  w.arrived |= 1u << lane;
-  if (w.arrived != mask) {
+  grp->arrived |= 1u << lane;
+  if (grp->arrived != mask) {
     f.state = WARP;
     f.file = file;
     f.line = line;
@@ -450,7 +469,7 @@ unsigned long long warp_collective(int kind, unsigned mask, unsigned long long v
     }
     if (l != lane) g.state = RUN;
   }
-  w.arrived = 0;
+  w.remove(grp);
   return f.res;
 }
 

@@ -15,7 +15,9 @@
 //   threads wait at different __syncthreads (divergent barrier).  Warp intrinsics wait for
 //   every lane named in the mask and fail on a mask / intrinsic mismatch, a caller outside
 //   its own mask, a named lane that exited or does not exist, a shuffle from a lane outside
-//   the mask; a block where no thread can progress is reported as a deadlock.
+//   the mask, a collective whose mask overlaps a pending one's (disjoint masks may be pending
+//   together, as two half-warps shuffling apart); a block where no thread can progress is
+//   reported as a deadlock.
 // * __shared__ variables are static storage, shared by the threads of the running block as
 //   on the GPU.  They are filled with 0xff bytes (NaN, -1) before every block where GCC
 //   honours the section attribute (non-template kernels); in template kernels (GCC ignores

@@ -55,6 +55,13 @@ __global__ void shfl_outside_mask_kernel(int* out) {
   if ((threadIdx.x & 31) < 16) out[threadIdx.x] = __shfl_sync(0xffffu, 7, 20);
 }
 
+// Two half-warps shuffle apart (disjoint masks, allowed): out[t] = lane 0 (or 16) of its half * 10.
+__global__ void half_warps_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  const unsigned half = lane < 16 ? 0x0000ffffu : 0xffff0000u;
+  out[threadIdx.x] = __shfl_sync(half, lane * 10, lane < 16 ? 0 : 16);
+}
+
 // Correct warp and block cooperation: out[w] = sum of lane ids of warp w (shfl_down tree),
 // out[32 + t] = ballot of even lanes, out[64 + t] = shfl from lane (t+3) % 32.
 __global__ void ok_kernel(int* out) {
@@ -86,6 +93,7 @@ void selftest(const std::string& name, std::uintptr_t out_ptr) {
   else if (name == "partial_warp") FS_LAUNCH(1, 48, 0, nullptr, partial_warp_kernel)(out);
   else if (name == "shfl_outside_mask") FS_LAUNCH(1, 32, 0, nullptr, shfl_outside_mask_kernel)(out);
   else if (name == "ok") FS_LAUNCH(1, 32, 0, nullptr, ok_kernel)(out);
+  else if (name == "half_warps") FS_LAUNCH(1, 64, 0, nullptr, half_warps_kernel)(out);
   else if (name == "block_too_large") FS_LAUNCH(1, 2048, 0, nullptr, ok_kernel)(out);
   else if (name == "grid_zero") FS_LAUNCH(0, 32, 0, nullptr, ok_kernel)(out);
   else if (name == "grid_y_too_large") FS_LAUNCH(dim3(1, 70000), 32, 0, nullptr, ok_kernel)(out);

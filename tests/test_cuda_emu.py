@@ -5,9 +5,10 @@ they use: device pointers are numpy addresses, called with the arguments the ``_
 adapters of each op module pass (workspaces sized by the *_workspace functions, the error word
 and result word of _cuda_util._State), and compared with each op's float64 ``reference()``.
 
-Every array sits between canary bytes (a kernel writing outside an output fails the test);
-arrays are 64-byte aligned or, on request, shifted by one element so the launchers take the
-scalar path instead of the 16-byte vector one.  The emulator runs blocks and threads in a
+Every array ends at an inaccessible page and starts after canary bytes (a kernel reading or
+writing past an end, or writing before a start, fails the test); arrays are 16-byte aligned
+or, on request, one element off so the launchers take the scalar path instead of the 16-byte
+vector one; workspaces hold random bytes.  The emulator runs blocks and threads in a
 chosen order (forward, reverse, seeded random: hypothesis draws it), so a result that depends
 on scheduling (a race) shows as a failure or as a difference between orders.
 
@@ -87,8 +88,11 @@ CANARY = 0xA5
 SCALE = float(os.environ.get("FASTSCALE_EMU_SCALE", "1"))
 
 
+
+
 def ex(n):
     return settings(max_examples=max(1, int(n * SCALE)))
+
 
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -104,8 +108,8 @@ def test_module_constants_match_python():
 class Arena:
     """Arrays that end at an inaccessible page (a kernel reading or writing past the end
     faults, which the emulator reports as an illegal address) with canary bytes before them
-    (a write before the start fails check()).  Aligned to 64 bytes when the byte length is,
-    or, with misalign, one element off 16-byte alignment so the launchers take their scalar
+    (a write before the start fails check()).  16-byte aligned when the byte length is a
+    multiple of 16, or, with misalign, one element off 16-byte alignment so the launchers take their scalar
     path (the element between the array and the guard page is a canary then)."""
 
     def __init__(self):

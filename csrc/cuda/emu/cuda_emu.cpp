@@ -332,19 +332,21 @@ void on_fault(int sig, siginfo_t* info, void*) {
   siglongjmp(g_fault_jmp, 1);
 }
 
+// At every launch (one query): a handler that met a fault outside a kernel gave the signal
+// back to the previous handler, and other libraries may install theirs meanwhile.
 void install_fault_handler() {
-  static bool done = false;
-  if (done) return;
-  done = true;
-  // Faults on a fiber stack (a stack overflow hits its guard page) need a stack of their own.
+  // Faults on a fiber stack (a stack overflow hits its guard page) need a stack of their own
+  // (per OS thread: launches may come from several Python threads).
   stack_t cur;
   if (sigaltstack(nullptr, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {
-    static char alt[64 * 1024];
+    thread_local char alt[64 * 1024];
     stack_t ss{};
     ss.ss_sp = alt;
     ss.ss_size = sizeof alt;
     sigaltstack(&ss, nullptr);
   }
+  struct sigaction now {};
+  if (sigaction(SIGSEGV, nullptr, &now) == 0 && (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_fault) return;
   struct sigaction sa{};
   sa.sa_sigaction = on_fault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;

@@ -224,7 +224,8 @@ void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i6
         T* M = as_ptr<T>(m);
         T* Vv = as_ptr<T>(v);
         if (mode == L2) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, L2>)(P, Rw, G, M, Vv, D, R, k, e);
-        else if (mode == DECOUPLED) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, DECOUPLED>)(P, Rw, G, M, Vv, D, R, k, e);
+        else if (mode == DECOUPLED)
+          FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, DECOUPLED>)(P, Rw, G, M, Vv, D, R, k, e);
         else FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, NONE>)(P, Rw, G, M, Vv, D, R, k, e);
       };
       if (vec_ok(D, sizeof(T), {param, values, m, v})) run(Vec<T>{});

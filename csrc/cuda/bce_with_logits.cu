@@ -84,7 +84,8 @@ void bce_with_logits(up logits, up targets, up dlogits, i64 N, int fsize, up ws,
         as_ptr<u64>(err), tag);
   });
   FS_CUDA_LAUNCHED(OP);
-  FS_LAUNCH(1, THREADS, 0, s, final_kernel)(as_ptr<const double>(ws), static_cast<int>(blocks), N, as_ptr<double>(result));
+  FS_LAUNCH(1, THREADS, 0, s, final_kernel)(as_ptr<const double>(ws), static_cast<int>(blocks), N,
+                                            as_ptr<double>(result));
   FS_CUDA_LAUNCHED(OP);
 }
 

@@ -124,7 +124,8 @@ void embedding_backward_dense(up dout, up ids, up grad, i64 V, i64 D, i64 N, int
       using I = decltype(ii);
       if (!deterministic) {
         if (N > 0) {
-          FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, false>)(as_ptr<const I>(ids), N, V, nullptr, nullptr, e, tag);
+          FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, false>)(as_ptr<const I>(ids), N, V, nullptr, nullptr,
+                                                                        e, tag);
           FS_CUDA_LAUNCHED(OPB);
         }
         if (V * D > 0) {
@@ -141,7 +142,8 @@ void embedding_backward_dense(up dout, up ids, up grad, i64 V, i64 D, i64 N, int
       seg_limits(OPB, N, V, 0);
       const SegPtrs p = seg_ptrs(ws, ws_bytes, seg_layout(N, V, fsize, false, false), OPB);
       if (N > 0) {
-        FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, true>)(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in, e, tag);
+        FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, true>)(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in,
+                                                                     e, tag);
         FS_CUDA_LAUNCHED(OPB);
       }
       if (V == 0) return;
@@ -163,7 +165,7 @@ void embedding_backward_rows(up ids, up rows, up count, i64 V, i64 N, int isize,
     using I = decltype(ii);
     if (N > 0) {
       FS_LAUNCH(stride_blocks(N), 256, 0, s, prep_kernel<I, true>)(as_ptr<const I>(ids), N, V, p.keys_in, p.pos_in,
-                                                           as_ptr<u64>(err), tag);
+                                                                   as_ptr<u64>(err), tag);
       FS_CUDA_LAUNCHED(OPB);
     }
   });

@@ -110,7 +110,7 @@ void masked_mean_pool_forward(up x, up mask, up out, i64 B, i64 T, i64 D, int fs
       need(B <= 0x7fffffff, OP, "B is too large for the cuda kernel's grid");
       dim3 grid(static_cast<unsigned>(B), static_cast<unsigned>(tiles));
       FS_LAUNCH(grid, 256, 0, s, forward_kernel<TT, VT>)(as_ptr<const TT>(x), as_ptr<const unsigned char>(mask),
-                                                  as_ptr<TT>(out), T, D);
+                                                         as_ptr<TT>(out), T, D);
     };
     if (vec_ok(D, sizeof(TT), {x, out})) run(Vec<TT>{});
     else run(Vec1<TT>{});
@@ -125,7 +125,7 @@ void masked_mean_pool_backward(up dout, up mask, up dx, up scale, i64 B, i64 T, 
   with_float(fsize, OPB, [&](auto tt) {
     using TT = decltype(tt);
     FS_LAUNCH(blocks_for(B, WARPS_PER_BLOCK), 256, 0, s, count_kernel<TT>)(as_ptr<const unsigned char>(mask), B, T,
-                                                                    as_ptr<TT>(scale));
+                                                                           as_ptr<TT>(scale));
     FS_CUDA_LAUNCHED(OPB);
     auto run = [&](auto vt) {
       using VT = decltype(vt);

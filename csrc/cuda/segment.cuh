@@ -243,8 +243,8 @@ static inline void seg_rows(const char* op, const SegPtrs& p, i64 M, i64 V, i64*
   FS_LAUNCH(stride_blocks(M), 256, 0, stream, seg_heads_kernel)(p.keys_out, M, static_cast<unsigned>(V), p.head);
   FS_CUDA_LAUNCHED(op);
   inclusive_sum_u32(p.temp, p.temp_bytes, p.head, p.scan, M, stream, op);
-  FS_LAUNCH(stride_blocks(M), 256, 0, stream, seg_rows_kernel)(p.keys_out, p.head, p.scan, M, static_cast<unsigned>(V), rows,
-                                                       p.seg, count);
+  FS_LAUNCH(stride_blocks(M), 256, 0, stream, seg_rows_kernel)(p.keys_out, p.head, p.scan, M,
+                                                               static_cast<unsigned>(V), rows, p.seg, count);
   FS_CUDA_LAUNCHED(op);
 }
 

@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fastscale import _backends
+# Opt-in emulated GPU (tests/emulated_gpu.py): FASTSCALE_TEST_EMULATED_GPU=1 puts a numpy-backed
+# cupy and the CUDA kernels on the CPU emulator (fastscale._cuda_emu as fastscale._cuda) in
+# sys.modules before anything probes the backends, so the cuda / cupy parametrisations run.
+if os.environ.get("FASTSCALE_TEST_EMULATED_GPU") == "1":
+    from . import emulated_gpu as _emulated_gpu
+
+    _emulated_gpu.install()
+else:
+    _emulated_gpu = None
+
+from fastscale import _backends  # noqa: E402
 
 settings.register_profile(
     "ci",
@@ -51,6 +61,18 @@ def cpu_backend(request):
 @pytest.fixture(params=GPU_BACKENDS)
 def gpu_backend(request):
     return _usable(request)
+
+
+@pytest.fixture(autouse=True)
+def _emulated_device_memory():
+    """Emulated GPU only: a kernel or adapter that wrote outside a device array fails the test."""
+    if _emulated_gpu is None:
+        yield
+        return
+    _emulated_gpu.begin_test()
+    yield
+    bad = _emulated_gpu.take_violations()
+    assert not bad, f"emulated device memory damaged: {bad}"
 
 
 def is_gpu(backend):

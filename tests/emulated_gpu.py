@@ -471,7 +471,7 @@ class ndarray:
     # ---- numpy protocol: numpy functions on stand-in arrays run the stand-in's
     def __array_ufunc__(self, uf, method, *inputs, **kwargs):
         mine = getattr(_MODULE, uf.__name__, None)
-        if not isinstance(mine, ufunc):
+        if mine is None or (method != "__call__" and not isinstance(mine, ufunc)):
             return NotImplemented
         for x in inputs + tuple(kwargs.get("out", ()) or ()):
             if isinstance(x, np.ndarray):
@@ -742,7 +742,7 @@ _FUNCTIONS = (
     "broadcast_to clip column_stack concatenate count_nonzero cumprod cumsum diff dot einsum expand_dims flatnonzero "
     "flip hstack isclose allclose array_equal lexsort linspace max mean median min moveaxis nonzero outer "
     "partition prod ptp ravel repeat reshape round searchsorted sort split squeeze stack std sum swapaxes take "
-    "take_along_axis tile transpose tril triu unique var vstack where nan_to_num nansum average cov meshgrid "
+    "take_along_axis matmul tile transpose tril triu unique var vstack where nan_to_num nansum average cov meshgrid "
     "put roll trace"
 ).split()
 _PLAIN = "shares_memory may_share_memory result_type can_cast isscalar ndim shape size min_scalar_type common_type".split()

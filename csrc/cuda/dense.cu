@@ -164,7 +164,9 @@ void dense_forward(up x, up weight, up bias, int act, up out, i64 B, i64 I, i64 
 void dense_backward(up dout, up x, up weight, up out, int act, up dx, up dweight, up dbias, i64 B, i64 I, i64 O,
                     int fsize, up stream) {
   need(act >= 0 && act <= 3, OPB, "activation code must be 0..3");
-  need(act == ACT_NONE || out != 0, OPB, "an activation needs the forward output");
+  // An empty output (B == 0 or O == 0) may come as a null pointer: CuPy allocates nothing
+  // for zero bytes, so its data.ptr is 0.
+  need(act == ACT_NONE || out != 0 || B == 0 || O == 0, OPB, "an activation needs the forward output");
   cudaStream_t s = as_stream(stream);
   with_float(fsize, OPB, [&](auto tt) {
     using T = decltype(tt);

@@ -184,6 +184,8 @@ BAD_BACKWARD = [
 def test_bad_backward_inputs_write_nothing(backend, to_xp, what, change, exc):
     args = dict(dout=DOUT, mask=MASK, out=None)
     args.update(change)
+    if what == "out read-only" and backend in ("cuda", "cupy"):
+        pytest.skip("cupy arrays cannot be made read-only (to_xp copies a read-only numpy array to a writeable one)")
     if what == "out read-only":
         args["out"].flags.writeable = False
     if args["out"] is None:

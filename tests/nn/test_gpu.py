@@ -63,7 +63,10 @@ def test_device_gpu_with_numpy_inputs_is_the_cupy_input_run(gpu_backend):
     b.fit(cupy.asarray(x), cupy.asarray(y), epochs=1, batch_size=32, verbose=0, validation_split=0.25)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         assert isinstance(wa, cupy.ndarray)
-        np.testing.assert_array_equal(wa.get(), wb.get())
+        if gpu_backend == "cuda":  # deterministic kernels (sort + segment reduction): bitwise
+            np.testing.assert_array_equal(wa.get(), wb.get())
+        else:  # cupy's scatter-add is atomic: the float sums' order, hence the last bits, vary by run
+            np.testing.assert_allclose(wa.get(), wb.get(), rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_and_predict_on_device(gpu_backend):
@@ -76,7 +79,7 @@ def test_evaluate_and_predict_on_device(gpu_backend):
     assert all(type(v) is float for v in (loss, acc, auc))
     p = m.predict(x, batch_size=64)  # numpy inputs to a device model: a device result
     assert isinstance(p, cupy.ndarray) and p.shape == (200, 1)
-    ref = _compiled()
+    ref = _compiled(metrics=("accuracy", "auc"))  # evaluate() returns the loss and these two
     ref.build()
     ref.set_weights([w.get() for w in m.get_weights()])
     np.testing.assert_allclose(p.get(), ref.predict(x, batch_size=64), rtol=1e-5, atol=1e-6)

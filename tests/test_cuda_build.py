@@ -21,6 +21,11 @@ import pytest
 import fastscale as fs
 from fastscale import _backends
 
+if os.environ.get("FASTSCALE_TEST_EMULATED_GPU") == "1":
+    pytest.skip("FASTSCALE_TEST_EMULATED_GPU=1: fastscale._cuda is the CPU emulator and a GPU is emulated, so "
+                "neither the nvcc build this file checks nor its no-GPU behaviour is present",
+                allow_module_level=True)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 LAUNCHERS = (

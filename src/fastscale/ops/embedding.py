@@ -110,7 +110,7 @@ def _numpy_forward(weight, ids, out):
 def _scatter_add_rows(xp, out, idx, values):
     """out[idx[k]] += values[k] for every k, repeated idx accumulating."""
     if xp is not np:
-        out.scatter_add(idx, values)
+        xp.add.at(out, idx, values)  # (ndarray.scatter_add: deprecated since CuPy 10; add.at since 12)
         return
     # numpy's add.at has a fast path for 1-D operands only: on (N, D) rows it is ~2.4x
     # slower than adding element by element into the flattened table (measured N=17k,

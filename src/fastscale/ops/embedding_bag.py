@@ -207,7 +207,7 @@ def _numpy_forward(weight, ids, offsets, psw, pad, mean, out):
     step = max(1, (1 << 22) // max(1, weight.shape[1]))
     for s in range(0, flat.shape[0], step):
         rows = weight[flat[s : s + step]] * w[s : s + step, None]
-        xp.add.at(out, bag[s : s + step], rows) if xp is np else out.scatter_add(bag[s : s + step], rows)
+        xp.add.at(out, bag[s : s + step], rows)  # cupy too: ndarray.scatter_add is deprecated
     return out
 
 
@@ -226,11 +226,11 @@ def _numpy_backward(dout, ids, offsets, psw, pad, mean, out, V):
         contrib = dout[bag] * w[:, None]
         if keep is not None:
             contrib = contrib[keep]
-        xp.add.at(values, inverse.reshape(-1), contrib) if xp is np else values.scatter_add(inverse.reshape(-1), contrib)
+        xp.add.at(values, inverse.reshape(-1), contrib)
         return rows.astype(xp.int64), values
     out[...] = 0
     contrib = dout[bag] * w[:, None]
-    xp.add.at(out, flat, contrib) if xp is np else out.scatter_add(flat, contrib)
+    xp.add.at(out, flat, contrib)
     if pad >= 0:
         out[pad] = 0
     return out

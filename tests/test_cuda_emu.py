@@ -154,7 +154,10 @@ def garbage(nbytes):
 
 
 def P(a):
-    return 0 if a is None else a.ctypes.data
+    """The device pointer of a: 0 for an empty array, as CuPy's data.ptr of a zero-byte
+    allocation (a launcher must not read a null pointer as 'argument absent' when it is
+    merely empty: the emulated-GPU op tests found dense_backward doing so)."""
+    return 0 if a is None or a.size == 0 else a.ctypes.data
 
 
 def sched(order, seed=0):

@@ -32,6 +32,8 @@ depend on:
   index order), and checks the value dtypes CuPy's atomics support; ``ndarray.scatter_add``
   warns DeprecationWarning (deprecated since CuPy 10);
 * no floating-point RuntimeWarnings (GPU kernels raise no FP exceptions);
+* ``repeat`` takes no device array as ``repeats`` (CuPy 13.x and 14.0; fastscale's extras
+  allow them);
 * ``flags`` has c_contiguous / f_contiguous / owndata only (no writeable, no aligned);
 * fresh allocations of zero bytes have ``data.ptr == 0`` (CuPy allocates nothing for them).
 
@@ -720,6 +722,27 @@ def copyto(dst, src, casting="same_kind", where=None):
         np.copyto(dst._a, _in(src), casting=casting, where=True if where is None else _in(where))
 
 
+def repeat(a, repeats, axis=None):
+    # CuPy 13.x (fastscale's cuda12 extra allows cupy-cuda12x>=13) and 14.0 take no device
+    # array as repeats; 14.1 does.  The stand-in models the oldest supported version.
+    if isinstance(repeats, ndarray):
+        raise ValueError("cupy.ndaray cannot be specified as `repeats` argument.")
+    if not isinstance(a, ndarray):
+        raise TypeError(f"Unsupported type {type(a)}")
+    return a.repeat(repeats, axis)
+
+
+def _ndarray_repeat(self, repeats, axis=None):
+    if isinstance(repeats, ndarray):
+        raise ValueError("cupy.ndaray cannot be specified as `repeats` argument.")
+    if isinstance(repeats, np.ndarray):
+        raise TypeError("'repeats' does not accept numpy.ndarray; convert with cupy.array() first")
+    return _out(self._a.repeat(repeats, axis))
+
+
+ndarray.repeat = _ndarray_repeat
+
+
 def get_array_module(*args):
     return _MODULE if any(isinstance(a, ndarray) for a in args) else np
 
@@ -741,7 +764,7 @@ _FUNCTIONS = (
     "all any amax amin argmax argmin argsort argwhere around atleast_1d atleast_2d bincount broadcast_arrays "
     "broadcast_to clip column_stack concatenate count_nonzero cumprod cumsum diff dot einsum expand_dims flatnonzero "
     "flip hstack isclose allclose array_equal lexsort linspace max mean median min moveaxis nonzero outer "
-    "partition prod ptp ravel repeat reshape round searchsorted sort split squeeze stack std sum swapaxes take "
+    "partition prod ptp ravel reshape round searchsorted sort split squeeze stack std sum swapaxes take "
     "take_along_axis matmul tile transpose tril triu unique var vstack where nan_to_num nansum average cov meshgrid "
     "put roll trace"
 ).split()
@@ -914,7 +937,7 @@ def _build():
     cp._fastscale_emulated = True
     for name in ("ndarray", "ufunc", "asarray", "array", "asanyarray", "asnumpy", "ascontiguousarray", "empty",
                  "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like", "copyto",
-                 "get_array_module", "arange", "eye", "identity", "get_default_memory_pool"):
+                 "get_array_module", "arange", "eye", "identity", "get_default_memory_pool", "repeat"):
         setattr(cp, name, globals()[name])
     for name in _FUNCTIONS:
         setattr(cp, name, _function(name, getattr(np, name), scalar_result=True))

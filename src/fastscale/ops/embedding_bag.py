@@ -169,8 +169,11 @@ def _bag_index(ids, offsets, xp):
     if offsets is None:
         B, T = ids.shape
         return ids.reshape(-1), xp.repeat(xp.arange(B), T)
-    counts = xp.diff(offsets.astype(xp.int64))
-    return ids, xp.repeat(xp.arange(offsets.shape[0] - 1), counts)
+    if xp is np:
+        return ids, np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets.astype(np.int64)))
+    # CuPy before 14.1 takes no device array as repeats: the bag of id k is the number of
+    # bag ends <= k (empty bags included).
+    return ids, xp.searchsorted(offsets[1:].astype(xp.int64), xp.arange(ids.shape[0]), side="right")
 
 
 def _validate_xp(op, ids, offsets, V):

@@ -34,6 +34,7 @@ depend on:
 * no floating-point RuntimeWarnings (GPU kernels raise no FP exceptions);
 * ``repeat`` takes no device array as ``repeats`` (CuPy 13.x and 14.0; fastscale's extras
   allow them);
+* ``bincount`` of an empty array raises ValueError (CuPy through 14.1);
 * ``flags`` has c_contiguous / f_contiguous / owndata only (no writeable, no aligned);
 * fresh allocations of zero bytes have ``data.ptr == 0`` (CuPy allocates nothing for them).
 
@@ -732,6 +733,20 @@ def repeat(a, repeats, axis=None):
     return a.repeat(repeats, axis)
 
 
+def bincount(x, weights=None, minlength=None):
+    # CuPy (through 14.1) sizes the result with int(cupy.max(x)) + 1, which raises on an
+    # empty x (a zero-size reduction without identity); numpy returns zeros(minlength).
+    if not isinstance(x, ndarray) or (weights is not None and not isinstance(weights, ndarray)):
+        raise TypeError(f"Unsupported type {type(x if not isinstance(x, ndarray) else weights)}")
+    if x.ndim != 1:
+        raise ValueError("object too deep for desired array" if x.ndim > 1 else "object of too small depth for desired array")
+    if x.dtype.kind == "f":
+        raise TypeError("x must be int array")
+    if x.size == 0:
+        raise ValueError("zero-size array to reduction operation cupy_max which has no identity")
+    return _call(np.bincount, (x,), dict(weights=weights, minlength=minlength or 0))
+
+
 def _ndarray_repeat(self, repeats, axis=None):
     if isinstance(repeats, ndarray):
         raise ValueError("cupy.ndaray cannot be specified as `repeats` argument.")
@@ -761,7 +776,7 @@ def _function(name, fn, scalar_result=False):
 
 # numpy functions the stand-in offers (all exist in CuPy 14 with these names).
 _FUNCTIONS = (
-    "all any amax amin argmax argmin argsort argwhere around atleast_1d atleast_2d bincount broadcast_arrays "
+    "all any amax amin argmax argmin argsort argwhere around atleast_1d atleast_2d broadcast_arrays "
     "broadcast_to clip column_stack concatenate count_nonzero cumprod cumsum diff dot einsum expand_dims flatnonzero "
     "flip hstack isclose allclose array_equal lexsort linspace max mean median min moveaxis nonzero outer "
     "partition prod ptp ravel reshape round searchsorted sort split squeeze stack std sum swapaxes take "
@@ -937,7 +952,7 @@ def _build():
     cp._fastscale_emulated = True
     for name in ("ndarray", "ufunc", "asarray", "array", "asanyarray", "asnumpy", "ascontiguousarray", "empty",
                  "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like", "copyto",
-                 "get_array_module", "arange", "eye", "identity", "get_default_memory_pool", "repeat"):
+                 "get_array_module", "arange", "eye", "identity", "get_default_memory_pool", "repeat", "bincount"):
         setattr(cp, name, globals()[name])
     for name in _FUNCTIONS:
         setattr(cp, name, _function(name, getattr(np, name), scalar_result=True))

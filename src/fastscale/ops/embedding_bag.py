@@ -191,7 +191,7 @@ def _weights_xp(flat_ids, psw, pad, mean, bag, B, xp, dtype):
     w = xp.ones(flat_ids.shape[0], dtype) if psw is None else psw.reshape(-1).astype(dtype, copy=False)
     if pad >= 0:
         w = w * (flat_ids != pad)
-    if mean:
+    if mean and flat_ids.shape[0]:  # (CuPy before 14.2 cannot bincount an empty array)
         count = xp.bincount(bag, weights=(flat_ids != pad) if pad >= 0 else None, minlength=B)
         w = w / xp.maximum(count, 1).astype(dtype)[bag]
     return w.astype(dtype, copy=False)

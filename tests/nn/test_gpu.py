@@ -133,6 +133,91 @@ def test_divergence_on_device_is_reported_at_the_epoch_end(gpu_backend):
     assert m2.optimizer.step == 0
 
 
+def _variant(name):
+    """(layers, loss, metrics, optimizer, targets from labels, classes, csr inputs) of one model variant."""
+    V, sig = 200, lambda: nn.Dense(1, activation="sigmoid")
+    pool = lambda: [nn.Embedding(V, 8, mask_zero=True), nn.GlobalAveragePooling1D()]  # noqa: E731
+    return {
+        "max pooling, regularized": ([nn.Embedding(V, 6, mask_zero=True, embeddings_regularizer="l2"),
+                                      nn.GlobalMaxPooling1D(), nn.Dense(4, activation="relu", kernel_regularizer="l1_l2"),
+                                      sig()], "binary_crossentropy", ["accuracy"], "adam", None, 2, False),
+        "flatten": ([nn.Embedding(V, 4), nn.Flatten(), sig()], "binary_crossentropy", ["accuracy"], "adam", None, 2, False),
+        "dropout": (pool() + [nn.Dropout(0.3), sig()], "binary_crossentropy", ["accuracy"], "adam", None, 2, False),
+        "sparse categorical": (pool() + [nn.Dense(3, activation="softmax")], "sparse_categorical_crossentropy",
+                               ["accuracy"], "adam", None, 3, False),
+        "categorical": (pool() + [nn.Dense(3, activation="softmax")], "categorical_crossentropy", ["accuracy"], "adam",
+                        lambda y: np.eye(3)[y], 3, False),
+        "mse": (pool() + [nn.Dense(2)], "mse", ["mae"], "adam", lambda y: np.stack([y, -y], 1).astype(np.float64), 2,
+                False),
+        "mae": (pool() + [nn.Dense(1)], "mae", ["mse"], "adam", lambda y: y.astype(np.float32), 2, False),
+        "embedding bag, csr, sum": ([nn.EmbeddingBag(V, 8, mode="sum"), sig()], "binary_crossentropy", ["accuracy"],
+                                    "adam", None, 2, True),
+        "lazy adam, csr": ([nn.EmbeddingBag(V, 8, mode="mean"), sig()], "binary_crossentropy", ["accuracy", "auc"],
+                           optim.Adam(learning_rate=1e-2, lazy=True), None, 2, True),
+        "sgd": (pool() + [sig()], "binary_crossentropy", ["accuracy"], optim.SGD(learning_rate=0.1), None, 2, False),
+    }[name]
+
+
+VARIANTS = ["max pooling, regularized", "flatten", "dropout", "sparse categorical", "categorical", "mse", "mae",
+            "embedding bag, csr, sum", "lazy adam, csr", "sgd"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_variants_train_on_device_as_on_the_host(gpu_backend, variant):
+    """Layers, losses, metrics, optimizers, sample / class weights, validation data and callbacks
+    with CuPy inputs: the host run's weights, history, evaluation and predictions (to rounding)."""
+    import cupy
+
+    from fastscale.nn import callbacks
+
+    seqs, labels = sequences(160, _variant(variant)[5], seed=4)
+    csr = _variant(variant)[6]
+    if csr:
+        off = np.zeros(len(seqs) + 1, np.int64)
+        np.cumsum([len(s) for s in seqs], out=off[1:])
+        x = (np.concatenate(seqs).astype(np.int64), off)
+    else:
+        from .data import padded
+
+        x = padded(seqs)[:, :14]
+    runs = []
+    for on_device in (False, True):
+        layers, loss, metrics, opt, target, _, _ = _variant(variant)  # fresh layers and optimizer per run
+        y = labels if target is None else target(labels)
+        dev = (lambda a: tuple(cupy.asarray(v) for v in a) if isinstance(a, tuple) else cupy.asarray(a)) if on_device \
+            else (lambda a: a)
+        m = nn.Sequential(layers)
+        m.compile(optimizer=opt, loss=loss, metrics=metrics, seed=1, backend=gpu_backend if on_device else None)
+        sw = np.random.default_rng(0).random(len(labels))
+        kw = dict(sample_weight=dev(sw)) if variant in ("dropout", "lazy adam, csr") else {}
+        if variant == "sparse categorical":
+            kw["class_weight"] = {0: 1.0, 1: 2.0, 2: 0.5}
+        if variant in ("flatten", "mse"):  # validation data and callbacks reading it
+            kw["validation_data"] = (dev(x), dev(y))
+            kw["callbacks"] = [callbacks.EarlyStopping(patience=5, restore_best_weights=True),
+                               callbacks.ReduceLROnPlateau(patience=1, factor=0.5)]
+        else:
+            kw["validation_split"] = 0.25
+        h = m.fit(dev(x), dev(y), epochs=3, batch_size=32, verbose=0, **kw)
+        ev = m.evaluate(dev(x), dev(y), verbose=0)
+        p = m.predict(dev(x))
+        if on_device:
+            assert isinstance(p, cupy.ndarray) and all(isinstance(w, cupy.ndarray) for w in m.get_weights())
+            p, weights = p.get(), [w.get() for w in m.get_weights()]
+        else:
+            weights = m.get_weights()
+        runs.append((h.history, weights, ev, p))
+    (ha, wa, ea, pa), (hb, wb, eb, pb) = runs
+    assert ha.keys() == hb.keys()
+    for k in ha:
+        assert all(type(v) is float for v in hb[k])
+        np.testing.assert_allclose(hb[k], ha[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for a, b in zip(wa, wb):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(eb, ea, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(pb, pa, rtol=1e-3, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- on the host
 class _NumpyAsDevice:
     """numpy under another name: ``model._xp is not numpy`` sends Sequential down its device

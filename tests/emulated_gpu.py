@@ -43,8 +43,10 @@ the end faults; the emulator reports an illegal address) and starts after canary
 buffer whose length is not a multiple of 16 keeps a canary gap of < 16 bytes before the guard
 page so that every allocation is 16-byte aligned, as on a GPU.  Canaries are checked when a
 buffer is freed and, for buffers still alive, at the end of each test (:func:`take_violations`).
-``empty`` memory is filled with 0xff bytes (NaN, -1): a kernel reading an output it never wrote
-shows.
+``empty`` memory is filled with 0xff bytes (NaN, -1), or random bytes with
+FASTSCALE_EMU_EMPTY=random: a kernel reading an output or workspace it never wrote shows.
+FASTSCALE_EMU_SCHEDULE (0 forward, 1 reverse: the default, 2 random) picks the emulator's
+block and thread order; FASTSCALE_EMU_SEED seeds the stand-in's shuffles.
 
 Not modelled (see the report in the commit history / README of the tests): asynchrony and
 streams (everything runs in order at the call), the memory pool (freed memory is unmapped at
@@ -85,6 +87,9 @@ _violations: list[str] = []
 _live: "weakref.WeakSet[_Block]" = weakref.WeakSet()
 _generation = [0]
 _rng = np.random.default_rng(int(os.environ.get("FASTSCALE_EMU_SEED", "0")))
+# FASTSCALE_EMU_EMPTY=random: empty() memory holds random bytes instead of 0xff.
+_EMPTY_RANDOM = os.environ.get("FASTSCALE_EMU_EMPTY") == "random"
+_GARBAGE = _rng.integers(0, 256, 1 << 16, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------- guarded memory
@@ -155,7 +160,9 @@ def _alloc(shape, dtype, fill=None) -> "ndarray":
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     blk = _Block(n)
     raw = blk.bytes()
-    if fill is not None:
+    if fill is EMPTY_FILL and _EMPTY_RANDOM and n:
+        raw[:] = np.resize(_GARBAGE, n)
+    elif fill is not None:
         raw[:] = fill
     a = raw.view(dtype).reshape(shape) if n else np.empty(shape, dtype)
     return ndarray._make(a, blk)

@@ -48,13 +48,18 @@ FASTSCALE_EMU_EMPTY=random: a kernel reading an output or workspace it never wro
 FASTSCALE_EMU_SCHEDULE (0 forward, 1 reverse: the default, 2 random) picks the emulator's
 block and thread order; FASTSCALE_EMU_SEED seeds the stand-in's shuffles.
 
-Not modelled (see the report in the commit history / README of the tests): asynchrony and
-streams (everything runs in order at the call), the memory pool (freed memory is unmapped at
-once, so a use after free faults here, which a stream-ordered pool would hide), true
-concurrency of the kernels (the emulator's schedules stand in), CuPy's exact dtype rules for
-mixed scalar/array arithmetic where they differ from numpy 2's, and functions CuPy lacks that
-numpy has (the stand-in offers only the list below, but a few listed ones accept arguments
-CuPy's versions would reject).
+Not modelled: asynchrony and streams (everything runs in order at the call; a stream's ptr
+only keys the error-word state); the memory pool (freed memory is unmapped at once, so a use
+after free faults here where a stream-ordered pool would hide it); true concurrency of the
+kernels (the emulator's block / thread schedules stand in); a reads-before-writes race within
+numpy (CuPy's elementwise kernels on overlapping in/out views are undefined, numpy buffers
+them); CuPy's own dtype rules where they differ from numpy 2's (NEP 50) for mixed
+scalar / array arithmetic, and its float results (cuBLAS / reduction summation order: only
+the atomics of ufunc.at are reordered here); which value wins among repeated fancy-index
+writes other than on axis 0 with one index array (numpy's order there); functions CuPy lacks
+(the stand-in offers only the lists below, all present in CuPy 14, but several accept
+arguments CuPy's versions reject); restrictions of other old CuPy versions than the two
+modelled (repeat, bincount); device memory limits.
 """
 from __future__ import annotations
 

@@ -85,6 +85,8 @@ def run_example(op, data):
             for n, saved in before.items():
                 np.testing.assert_array_equal(_host(named[n]), saved, err_msg=f"{where}: '{n}' written before {err!r}")
             continue
+        if backend == "cuda" and isinstance(err, ValueError) and "the cuda backend takes" in str(err):
+            continue  # a documented limit of its kernels (32-bit sort keys: csrc/cuda/segment.cuh)
         assert err is None, f"{where}: {type(err).__name__}: {err} where numpy succeeded"
         for n, saved in before.items():
             if n not in inplace:

@@ -248,3 +248,20 @@ def test_backend_selection_is_strict():
         fs.embedding(W, IDS, backend="fortran")
     with pytest.raises(ValueError, match="takes cupy arrays"):
         fs.embedding_backward(DOUT, IDS, 10, backend="cupy")
+
+
+def test_sparse_backward_with_a_table_beyond_int64(backend, to_xp):
+    """A sparse gradient has no (V, D) array, so num_embeddings may exceed int64, the cuda
+    launchers' size type (tests/fuzz/test_fuzz_gpu.py found cuda raising a pybind TypeError)."""
+    V = 2**70
+    dout, ids = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([5, 1, 5], np.int64)
+    if backend == "cuda":  # its sort keys are 32-bit: a documented ValueError (csrc/cuda/segment.cuh)
+        with pytest.raises(ValueError, match=r"the cuda backend takes tables of at most 2\*\*32 - 2 rows"):
+            fs.embedding_backward(to_xp(dout), to_xp(ids), V, sparse=True, backend=backend)
+        return
+    g = fs.embedding_backward(to_xp(dout), to_xp(ids), V, sparse=True, backend=backend)
+    assert g.num_embeddings == V
+    np.testing.assert_array_equal(to_np(g.rows), [1, 5])
+    np.testing.assert_array_equal(to_np(g.values), [[2, 3], [4, 6]])
+    with pytest.raises(IndexError, match=r"ids\[1\] = -1 is out of range \[0, 1180591620717411303424\)"):
+        fs.embedding_backward(to_xp(dout), to_xp(np.array([5, -1, 5], np.int64)), V, sparse=True, backend=backend)

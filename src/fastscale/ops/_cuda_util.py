@@ -32,6 +32,7 @@ import os
 import threading
 
 NO_ERROR = (1 << 64) - 1
+I64_MAX = (1 << 63) - 1  # the launchers' sizes are int64
 ERR_ID, ERR_OFFSET, ERR_ORDER, ERR_TARGET = 0, 1, 2, 3
 _TAG_SHIFT = 48
 _MAX_PENDING = (1 << 16) - 2  # tags must stay below the NO_ERROR pattern

@@ -280,14 +280,17 @@ def _cuda_backward(dout, ids, out, V):
                                     det, CU.ptr(ws), 0 if ws is None else ws.nbytes, st.err, tag, s)
         CU.finish(st)
         return out
-    ws = CU.workspace(cu.embedding_backward_workspace(N, V, dout.itemsize, True))
+    # A sparse gradient has no (V, D) array, so V may exceed int64 (the launchers' type): any
+    # int64 id is below it, as below 2**63 - 1.
+    Vk = min(V, CU.I64_MAX)  # (V itself stays in the error message)
+    ws = CU.workspace(cu.embedding_backward_workspace(N, Vk, dout.itemsize, True))
     rows = cp.empty(max(N, 1), cp.int64)
     st, tag, s = CU.begin(raiser)
-    cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, st.result, V, N, ids.itemsize, ws.data.ptr, ws.nbytes,
+    cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, st.result, Vk, N, ids.itemsize, ws.data.ptr, ws.nbytes,
                                st.err, tag, s)
     U = CU.result_count(st)
     values = cp.empty((U, D), dout.dtype)
-    cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), V, D, N, U, dout.itemsize, ws.data.ptr, ws.nbytes, s)
+    cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), Vk, D, N, U, dout.itemsize, ws.data.ptr, ws.nbytes, s)
     return rows[:U], values
 
 

@@ -435,6 +435,7 @@ def _cuda_backward(dout, ids, offsets, psw, pad, mean, out, V):
         )
         CU.finish(st)
         return out
+    V = min(V, CU.I64_MAX)  # sparse: V may exceed int64 (see embedding._cuda_backward)
     ws = CU.workspace(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, True))
     rows = cp.empty(max(N, 1), cp.int64)
     st, tag, s = CU.begin(raiser)

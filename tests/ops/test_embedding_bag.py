@@ -353,3 +353,14 @@ def test_backend_selection_is_strict(monkeypatch):
     monkeypatch.setenv("FASTSCALE_BACKEND", "numpy")
     fs.embedding_bag(W, IDS, OFF)  # explicit env choice works
     fs.embedding_bag(W, IDS, OFF, backend="numba" if fs.backends()["numba"] is None else "numpy")
+
+
+@pytest.mark.parametrize("offsets, message", [
+    ([0, 5, 2, 4], r"offsets\[1\] = 5 is beyond len\(ids\) = 4"),  # passes N before the decrease
+    ([0, 3, 2, 4], r"offsets must not decrease, got offsets\[1:3\] = \[3, 2\]"),
+    ([0, 2, 3], r"offsets\[-1\] must equal len\(ids\) = 4, got 3"),
+])
+def test_bad_offsets_name_the_same_entry_on_every_backend(backend, to_xp, offsets, message):
+    """The first entry that breaks a rule, as the C++ / CUDA checks find it (one scan)."""
+    with pytest.raises(ValueError, match=message):
+        fs.embedding_bag(to_xp(W), to_xp(IDS), to_xp(np.array(offsets)), backend=backend)

@@ -230,10 +230,11 @@ def check_offsets(op: str, offsets, n_ids: int):
     """CSR offsets (B+1,): start at 0, never decrease, end at len(ids) (numpy / cupy pre-check)."""
     if offsets.shape[0] < 1:
         raise ValueError(f"{op}: argument 'offsets' must have at least one entry (B+1 for B bags), got shape {tuple(offsets.shape)}")
-    d = offsets[1:] < offsets[:-1]
-    bad_first = int(offsets[0]) != 0
-    if bad_first:
+    if int(offsets[0]) != 0:
         raise_bad_offset(op, offsets, 0, n_ids)
+    # The first entry that decreases or passes len(ids), as the C++ and CUDA checks find it,
+    # so every backend names the same position.
+    d = (offsets[1:] < offsets[:-1]) | (offsets[1:] > n_ids)
     if d.size and bool(d.any()):
         raise_bad_offset(op, offsets, int(d.argmax()) + 1, n_ids)
     if int(offsets[-1]) != n_ids:

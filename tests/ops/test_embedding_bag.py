@@ -369,3 +369,14 @@ def test_sparse_backward_with_a_table_beyond_int64(backend, to_xp):
     assert g.num_embeddings == 2**70
     np.testing.assert_array_equal(to_np(g.rows), [1, 2, 5])
     np.testing.assert_array_equal(to_np(g.values), np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("offsets, message", [
+    ([0, 5, 2, 4], r"offsets\[1\] = 5 is beyond len\(ids\) = 4"),  # passes N before the decrease
+    ([0, 3, 2, 4], r"offsets must not decrease, got offsets\[1:3\] = \[3, 2\]"),
+    ([0, 2, 3], r"offsets\[-1\] must equal len\(ids\) = 4, got 3"),
+])
+def test_bad_offsets_name_the_same_entry_on_every_backend(backend, to_xp, offsets, message):
+    """The first entry that breaks a rule, as the C++ / CUDA checks find it (one scan)."""
+    with pytest.raises(ValueError, match=message):
+        fs.embedding_bag(to_xp(W), to_xp(IDS), to_xp(np.array(offsets)), backend=backend)

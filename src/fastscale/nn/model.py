@@ -311,8 +311,9 @@ class Sequential:
 
     def compile(self, optimizer="adam", loss=None, metrics=None, *, seed=None, backend=None, fuse=True, device=None):
         """``optimizer``: an ``fastscale.optim`` optimizer or its name; ``loss``:
-        ``"binary_crossentropy"`` / ``"sparse_categorical_crossentropy"`` or a Loss;
-        ``metrics``: ``"accuracy"``, ``"auc"``.  ``seed`` fixes the initial weights and the
+        ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
+        ``"sparse_categorical_crossentropy"``, ``"mse"``, ``"mae"`` or a Loss; ``metrics``:
+        ``"accuracy"``, ``"auc"``, ``"mse"``, ``"mae"`` (see ``nn.metrics``).  ``seed`` fixes the initial weights and the
         training randomness; ``backend`` is passed to every op; ``fuse=False`` runs
         Embedding and pooling as separate layers (slower; for testing).
 

@@ -68,7 +68,6 @@ import glob
 import importlib
 import importlib.util
 import mmap
-import operator
 import os
 import pathlib
 import sys

@@ -250,11 +250,14 @@ def test_backend_selection_is_strict():
         fs.embedding_backward(DOUT, IDS, 10, backend="cupy")
 
 
-def test_sparse_backward_with_a_table_beyond_int64(backend, to_xp):
+def test_a_table_beyond_int64(backend, to_xp):
     """A sparse gradient has no (V, D) array, so num_embeddings may exceed int64, the cuda
-    launchers' size type (tests/fuzz/test_fuzz_gpu.py found cuda raising a pybind TypeError)."""
+    launchers' size type; a dense one is a ValueError on every backend.  (tests/fuzz/test_fuzz_gpu.py
+    found cuda raising a pybind TypeError for the first, CuPy an OverflowError for the second.)"""
     V = 2**70
     dout, ids = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([5, 1, 5], np.int64)
+    with pytest.raises(ValueError, match=r"'num_embeddings' must be below 2\*\*63 for a dense gradient"):
+        fs.embedding_backward(to_xp(dout), to_xp(ids), V, backend=backend)  # (CuPy: OverflowError, unchecked)
     if backend == "cuda":  # its sort keys are 32-bit: a documented ValueError (csrc/cuda/segment.cuh)
         with pytest.raises(ValueError, match=r"the cuda backend takes tables of at most 2\*\*32 - 2 rows"):
             fs.embedding_backward(to_xp(dout), to_xp(ids), V, sparse=True, backend=backend)

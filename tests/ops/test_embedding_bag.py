@@ -355,10 +355,12 @@ def test_backend_selection_is_strict(monkeypatch):
     fs.embedding_bag(W, IDS, OFF, backend="numba" if fs.backends()["numba"] is None else "numpy")
 
 
-def test_sparse_backward_with_a_table_beyond_int64(backend, to_xp):
-    """num_embeddings beyond int64 with a sparse gradient (see test_embedding.py's twin)."""
+def test_a_table_beyond_int64(backend, to_xp):
+    """num_embeddings beyond int64: dense a ValueError, sparse fine (see test_embedding.py's twin)."""
     dout = np.ones((2, 3), np.float32)
     ids, off = np.array([1, 5, 2], np.int64), np.array([0, 1, 3], np.int64)
+    with pytest.raises(ValueError, match=r"'num_embeddings' must be below 2\*\*63 for a dense gradient"):
+        fs.embedding_bag_backward(to_xp(dout), to_xp(ids), to_xp(off), num_embeddings=2**70, backend=backend)
     if backend == "cuda":  # its sort keys are 32-bit: a documented ValueError (csrc/cuda/segment.cuh)
         with pytest.raises(ValueError, match=r"the cuda backend takes tables of at most 2\*\*32 - 2 rows"):
             fs.embedding_bag_backward(to_xp(dout), to_xp(ids), to_xp(off), num_embeddings=2**70, mode="sum",

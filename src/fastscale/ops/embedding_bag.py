@@ -109,6 +109,9 @@ def embedding_bag_backward(
         rows, values = impl(dout, ids, offsets, per_sample_weights, pad, mode == "mean", None, V)
         return SparseRows(rows, values, V)
     if out is None:
+        if V >= 1 << 63:  # numpy raises ValueError for such a shape, CuPy OverflowError: one error here
+            raise ValueError(f"{OPB}: argument 'num_embeddings' must be below 2**63 for a dense gradient "
+                             f"(sparse=True takes any), got {V}")
         out = xp.empty((V, D), dtype=dout.dtype)
     else:
         C.check_float(OPB, "out", out, dtype=dout.dtype)

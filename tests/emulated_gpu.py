@@ -1011,12 +1011,15 @@ def _sanitized(build_dir: pathlib.Path) -> bool:
 def load_cuda_emu():
     """fastscale._cuda_emu built in place, else FASTSCALE_CUDA_EMU_MODULE (a path), else the
     newest non-sanitized build/**/_cuda_emu*.so."""
+    if "fastscale._cuda_emu" in sys.modules:  # loaded once per process: an extension cannot load twice
+        return sys.modules["fastscale._cuda_emu"]
     path = os.environ.get("FASTSCALE_CUDA_EMU_MODULE")
     if not path:
         if importlib.util.find_spec("fastscale._cuda_emu") is not None:
             return importlib.import_module("fastscale._cuda_emu")
         built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda_emu.*.so"), recursive=True), key=os.path.getmtime)
-        built = [p for p in built if not _sanitized(pathlib.Path(p).parent)]
+        # Not a sanitized build (it needs libasan preloaded), nor a link to one (sanitize.sh's staging).
+        built = [p for p in built if not _sanitized(pathlib.Path(p).resolve().parent)]
         if not built:
             raise ImportError(
                 f"{ENV}=1 needs fastscale._cuda_emu: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=OFF "

@@ -19,9 +19,7 @@ Build: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=ON -DFASTSCALE_CUDA=
 from __future__ import annotations
 
 import ctypes
-import glob
 import importlib
-import importlib.util
 import mmap
 import os
 import pathlib
@@ -37,24 +35,16 @@ from hypothesis import strategies as st
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _sanitized(build_dir):
-    cache = build_dir / "CMakeCache.txt"
-    return cache.exists() and "FASTSCALE_SANITIZE:BOOL=ON" in cache.read_text(errors="replace")
-
-
 def _load_emu():
-    """fastscale._cuda_emu built in place (src/fastscale), else the newest copy under build/
-    (CI tests an installed fastscale, which never carries the emulator module)."""
-    if importlib.util.find_spec("fastscale._cuda_emu") is not None:
-        return importlib.import_module("fastscale._cuda_emu")
-    built = sorted(glob.glob(str(ROOT / "build" / "**" / "_cuda_emu.*.so"), recursive=True), key=os.path.getmtime)
-    built = [p for p in built if not _sanitized(pathlib.Path(p).parent)]  # those need libasan preloaded
-    if not built:
+    """fastscale._cuda_emu built in place, else the newest non-sanitized copy under build/ (CI
+    tests an installed fastscale, which never carries the emulator module): the emulated
+    GPU's loader (tests/emulated_gpu.py), None when there is none."""
+    from .emulated_gpu import load_cuda_emu
+
+    try:
+        return load_cuda_emu()
+    except ImportError:
         return None
-    spec = importlib.util.spec_from_file_location("fastscale._cuda_emu", built[-1])
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 cu = _load_emu()

@@ -121,9 +121,7 @@ class SparseCategoricalCrossentropy(Loss):
             y = y.astype(np.int64)
         rows = xp.arange(B)
         if logits:
-            z = output - output.max(axis=1, keepdims=True)
-            lse = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
-            logp = z - lse
+            logp = _log_softmax(output)
             loss = -logp[rows, y].mean(dtype=np.float64) if B else 0.0
             d = xp.exp(logp)
             d[rows, y] -= 1
@@ -144,8 +142,7 @@ class SparseCategoricalCrossentropy(Loss):
         o = output.astype(np.float64)
         rows = xp.arange(o.shape[0])
         if logits:
-            z = o - o.max(axis=1, keepdims=True)
-            return xp.log(xp.exp(z).sum(axis=1)) - z[rows, y]
+            return -_log_softmax(o)[rows, y]
         return -xp.log(xp.clip(o[rows, y], EPSILON, 1 - EPSILON))
 
     def check_targets(self, y_true, units):
@@ -183,8 +180,7 @@ class CategoricalCrossentropy(Loss):
         y = y.astype(output.dtype, copy=False)
         n = output.dtype.type(max(output.shape[0], 1))
         if logits:
-            z = output - output.max(axis=1, keepdims=True)
-            logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+            logp = _log_softmax(output)
             loss = -(y * logp).sum(axis=1, dtype=np.float64).mean() if output.shape[0] else 0.0
             d = (xp.exp(logp) * y.sum(axis=1, keepdims=True) - y) / n
             return _host_float(loss), d
@@ -203,8 +199,7 @@ class CategoricalCrossentropy(Loss):
         y = y_true.astype(np.float64)
         o = output.astype(np.float64)
         if logits:
-            z = o - o.max(axis=1, keepdims=True)
-            return -(y * (z - xp.log(xp.exp(z).sum(axis=1, keepdims=True)))).sum(axis=1)
+            return -(y * _log_softmax(o)).sum(axis=1)
         return -(y * xp.log(xp.clip(o / o.sum(axis=1, keepdims=True), EPSILON, 1 - EPSILON))).sum(axis=1)
 
     def check_targets(self, y_true, units):
@@ -239,12 +234,12 @@ class _Regression(Loss):
             self.check_targets(y, None)
         xp = _device.module_of(output)
         diff = output - y
-        loss, d = self._error(xp, diff)
-        return _host_float(loss.mean(dtype=np.float64) if output.size else 0.0), d / output.dtype.type(max(output.size, 1))
+        loss = self.error(xp, diff).mean(dtype=np.float64) if output.size else 0.0
+        return _host_float(loss), self._slope(xp, diff) / output.dtype.type(max(output.size, 1))
 
     def per_sample(self, y_true, output, logits):
         diff = output.astype(np.float64) - y_true.reshape(output.shape)
-        l = self._error(_device.module_of(output), diff)[0]
+        l = self.error(_device.module_of(output), diff)
         return l.reshape(l.shape[0], -1).mean(axis=1)
 
     def check_targets(self, y_true, units):
@@ -257,16 +252,25 @@ class MeanSquaredError(_Regression):
     name = "mean_squared_error"
 
     @staticmethod
-    def _error(xp, diff):
-        return diff * diff, 2 * diff
+    def error(xp, diff):
+        """The pointwise error of ``output - target`` (the mse metric sums it too)."""
+        return diff * diff
+
+    @staticmethod
+    def _slope(xp, diff):
+        return 2 * diff
 
 
 class MeanAbsoluteError(_Regression):
     name = "mean_absolute_error"
 
     @staticmethod
-    def _error(xp, diff):
-        return xp.abs(diff), xp.sign(diff)
+    def error(xp, diff):
+        return xp.abs(diff)
+
+    @staticmethod
+    def _slope(xp, diff):
+        return xp.sign(diff)
 
 
 def bce_logits_xp(xp, z, y):
@@ -279,6 +283,13 @@ def bce_logits_xp(xp, z, y):
         loss = (xp.maximum(z, 0) - z * y + xp.log1p(e)).sum(dtype=np.float64) / n
         dz = (xp.where(z >= 0, 1 / (1 + e), e / (1 + e)) - y) / z.dtype.type(n)
     return loss, dz
+
+
+def _log_softmax(z):
+    """Row-wise log-softmax of ``(B, classes)`` logits, shifted by the row max (no overflow)."""
+    xp = _device.module_of(z)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
 
 
 def _host_float(v):

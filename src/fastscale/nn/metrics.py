@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _device
+from . import losses as _losses
 
 
 class Metric:
@@ -68,6 +69,8 @@ class CategoricalAccuracy(BinaryAccuracy):
 
 
 class _MeanError(Metric):
+    """The mean over every output of the matching loss's pointwise ``error``."""
+
     def __init__(self, name):
         self.name = name
         self.reset()
@@ -79,7 +82,7 @@ class _MeanError(Metric):
     def update(self, y_true, probs):
         xp = _device.module_of(probs)
         diff = probs - _device.as_module(y_true, xp).reshape(probs.shape)
-        self.sum = self.sum + self._error(xp, diff).sum(dtype=np.float64)  # on the device
+        self.sum = self.sum + self.error(xp, diff).sum(dtype=np.float64)  # on the device
         self.total += probs.size
 
     def result(self):
@@ -87,15 +90,11 @@ class _MeanError(Metric):
 
 
 class MeanSquaredError(_MeanError):
-    @staticmethod
-    def _error(xp, diff):
-        return diff * diff
+    error = staticmethod(_losses.MeanSquaredError.error)
 
 
 class MeanAbsoluteError(_MeanError):
-    @staticmethod
-    def _error(xp, diff):
-        return xp.abs(diff)
+    error = staticmethod(_losses.MeanAbsoluteError.error)
 
 
 class AUC(Metric):

@@ -264,6 +264,12 @@ def contiguous(a):
     return cupy.ascontiguousarray(a)
 
 
+def to_identifier(obj) -> dict:
+    """``{"class_name": ..., "config": obj.get_config()}``: what ``from_identifier`` reads back
+    (how a saved model stores its layers, optimizer, loss, initializers, regularizers)."""
+    return {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+
 def from_identifier(kind: str, identifier, base: type, by_name: dict):
     """Keras's ``get`` for optimizers, initializers, ...: ``identifier`` is an instance of
     ``base`` (returned as is), a name in ``by_name`` (any case) or ``{"class_name": ...,

@@ -171,5 +171,4 @@ def get(identifier) -> Initializer:
     return C.from_identifier("initializer", identifier, Initializer, _BY_NAME)
 
 
-def to_config(init: Initializer) -> dict:
-    return {"class_name": type(init).__name__, "config": init.get_config()}
+to_config = C.to_identifier  # an Initializer's {"class_name", "config"}

@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from .. import ops
+from .._checks import to_identifier
 from . import _device, initializers, regularizers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
@@ -86,7 +87,15 @@ class Layer:
     def get_config(self) -> dict:
         cfg = {"name": self.name, "trainable": self.trainable}
         for param, reg in self.regularizers.items():
-            cfg[self._REG_ARG[param]] = regularizers.to_config(reg)
+            cfg[self._REG_ARG[param]] = to_identifier(reg)
+        return cfg
+
+    def _config_initializers(self, cfg, **defaults):
+        """``cfg`` plus each initializer that is not its Keras default (a default stays
+        implicit: files written before these arguments existed have none)."""
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                cfg[name] = to_identifier(getattr(self, name))
         return cfg
 
     _REG_ARG = {"embeddings": "embeddings_regularizer", "kernel": "kernel_regularizer", "bias": "bias_regularizer"}
@@ -176,8 +185,7 @@ class Embedding(Layer):
     def get_config(self):
         cfg = {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
                "mask_zero": self.mask_zero}
-        if self.embeddings_initializer != initializers.RandomUniform():  # Keras's default stays implicit
-            cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
+        self._config_initializers(cfg, embeddings_initializer=initializers.RandomUniform())
         if self.input_length is not None:
             cfg["input_length"] = self.input_length
         return cfg  # a weights= table is not config: a saved model holds the trained table
@@ -319,9 +327,7 @@ class EmbeddingBag(Layer):
     def get_config(self):
         cfg = {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim, "mode": self.mode,
                "padding_idx": self.padding_idx}
-        if self.embeddings_initializer != initializers.RandomUniform():
-            cfg["embeddings_initializer"] = initializers.to_config(self.embeddings_initializer)
-        return cfg
+        return self._config_initializers(cfg, embeddings_initializer=initializers.RandomUniform())
 
 
 class _FusedEmbeddingPool:
@@ -466,10 +472,8 @@ class Dense(Layer):
 
     def get_config(self):
         cfg = {**super().get_config(), "units": self.units, "activation": self.activation, "use_bias": self.use_bias}
-        for name, default in (("kernel_initializer", initializers.GlorotUniform()), ("bias_initializer", initializers.Zeros())):
-            if getattr(self, name) != default:  # Keras's defaults stay implicit (older files have none)
-                cfg[name] = initializers.to_config(getattr(self, name))
-        return cfg
+        return self._config_initializers(cfg, kernel_initializer=initializers.GlorotUniform(),
+                                         bias_initializer=initializers.Zeros())
 
 
 def _softmax(z):

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import ops
 from .. import optim as _optim
+from .._checks import to_identifier
 from . import _device
 from . import callbacks as _callbacks
 from . import losses as _losses
@@ -941,7 +942,7 @@ class Sequential:
         return {
             "name": self.name,
             "dtype": self.dtype.name,
-            "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers],
+            "layers": [to_identifier(l) for l in self.layers],
         }
 
     @property

@@ -88,6 +88,3 @@ def get(identifier):
         return None
     return C.from_identifier("regularizer", identifier, Regularizer, _BY_NAME)
 
-
-def to_config(reg):
-    return {"class_name": type(reg).__name__, "config": reg.get_config()}

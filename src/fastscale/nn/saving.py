@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from .._checks import to_identifier
 from . import _device
 from . import metrics as _metrics
 
@@ -63,9 +64,9 @@ def save_model(model, path, *, include_optimizer=True) -> None:
             for sname, a in slots.items():
                 arrays[f"optimizer/{key}/{sname}"] = _device.to_host(a)
         compile_cfg = {
-            "optimizer": {"class_name": type(opt).__name__, "config": opt.get_config(), "step": state["step"],
+            "optimizer": {**to_identifier(opt), "step": state["step"],
                           "slots": {k: sorted(v) for k, v in state["slots"].items()}},
-            "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
+            "loss": to_identifier(model.loss),
             "metrics": [m.name if m.name in _metrics.NAMES and type(m).__module__ == _metrics.__name__
                         else _unsupported_metric(m) for m in model.metrics],
             "fuse": model._fuse,

@@ -227,7 +227,7 @@ class GlobalMaxPooling1D(Layer):
         B, T, D = x.shape
         self._shape = x.shape
         if T == 0:
-            self._idx = None
+            self._at = None
             return xp.zeros((B, D), x.dtype), None
         xm = x if mask is None else xp.where(mask[:, :, None], x, x.dtype.type(-np.inf))
         idx = xm.argmax(axis=1)  # (B, D)
@@ -236,13 +236,12 @@ class GlobalMaxPooling1D(Layer):
         self._valid = None if mask is None else mask.any(axis=1)  # (B,)
         if self._valid is not None:
             out = xp.where(self._valid[:, None], out, x.dtype.type(0))
-        self._idx = idx
         return out, None
 
     def backward(self, dout, need_dx=True):
         xp = _device.module_of(dout)
         dx = xp.zeros(self._shape, dout.dtype)
-        if self._idx is not None:
+        if self._at is not None:
             g = dout if self._valid is None else xp.where(self._valid[:, None], dout, dout.dtype.type(0))
             dx[self._at] = g
         return dx

@@ -533,7 +533,7 @@ class Sequential:
                 self._seed = seed
         inputs = _Inputs(x, "fit")
         y = _targets(y, inputs.n, "fit")
-        sw = _sample_weights(sample_weight, class_weight, y, inputs.n, "fit")
+        user_sw, sw = _weights(sample_weight, class_weight, y, inputs.n, "fit")
         val, val_sw = None, None
         on_gpu = inputs.on_gpu or _device.is_cupy(y)
         if validation_data is not None:
@@ -542,7 +542,7 @@ class Sequential:
             vin = _Inputs(validation_data[0], "fit(validation_data)")
             val = (vin, _targets(validation_data[1], vin.n, "fit(validation_data)"))
             if len(validation_data) == 3:
-                val_sw = _sample_weights(validation_data[2], None, val[1], vin.n, "fit(validation_data)")
+                val_sw = _sample_weights(validation_data[2], vin.n, "fit(validation_data)")
             on_gpu = on_gpu or vin.on_gpu or _device.is_cupy(val[1])
         elif validation_split:
             vs = float(validation_split)
@@ -553,8 +553,7 @@ class Sequential:
                 raise ValueError(f"fit: validation_split={vs} of {inputs.n} samples leaves an empty training or validation set")
             if sw is not None:
                 # The validation samples keep their sample_weight; class_weight is for training.
-                user = sw if class_weight is None else _sample_weights(sample_weight, None, y, inputs.n, "fit")
-                sw, val_sw = sw[:split], None if user is None else user[split:]
+                sw, val_sw = sw[:split], None if user_sw is None else user_sw[split:]
             val = (inputs.subset(split, inputs.n), y[split:])
             inputs, y = inputs.subset(0, split), y[:split]
         if inputs.n == 0:
@@ -744,7 +743,7 @@ class Sequential:
         y = _targets(y, inputs.n, "train_on_batch")
         if inputs.n == 0:
             raise ValueError("train_on_batch: no samples")
-        sw = _sample_weights(sample_weight, class_weight, y, inputs.n, "train_on_batch")
+        sw = _weights(sample_weight, class_weight, y, inputs.n, "train_on_batch")[1]
         xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "train_on_batch")
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, "train_on_batch")
@@ -809,16 +808,20 @@ class Sequential:
         ``sample_weight`` weights the loss as in ``fit``."""
         self._require_compiled("evaluate")
         batch_size = _check_batch(batch_size, "evaluate")
-        inputs = _Inputs(x, "evaluate")
-        y = _targets(y, inputs.n, "evaluate")
-        sw = _sample_weights(sample_weight, None, y, inputs.n, "evaluate")
-        xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), "evaluate")
+        return self._evaluate_inputs(_Inputs(x, "evaluate"), y, batch_size, verbose, return_dict, sample_weight,
+                                     "evaluate")
+
+    def _evaluate_inputs(self, inputs, y, batch_size, verbose, return_dict, sample_weight, who):
+        """``evaluate`` once ``x`` is read (``batch_size`` None: all of it in one batch)."""
+        y = _targets(y, inputs.n, who)
+        sw = _sample_weights(sample_weight, inputs.n, who)
+        xp = self._data_module(inputs.on_gpu or _device.is_cupy(y), who)
         self.build(inputs.shape)
-        inputs, y = inputs.to(xp), self._device_targets(y, "evaluate")
+        inputs, y = inputs.to(xp), self._device_targets(y, who)
         t0 = time.perf_counter()
-        logs = self._evaluate(inputs, y, batch_size, None if sw is None else xp.asarray(sw))
+        logs = self._evaluate(inputs, y, batch_size or max(1, inputs.n), None if sw is None else xp.asarray(sw))
         if _progress_mode(verbose):
-            print(f"evaluate: {inputs.n} samples - {time.perf_counter() - t0:.2f}s - "
+            print(f"{who}: {inputs.n} samples - {time.perf_counter() - t0:.2f}s - "
                   + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
         if return_dict:
             return logs
@@ -829,10 +832,14 @@ class Sequential:
         """The model's outputs: probabilities ``(N, 1)`` (sigmoid head) or ``(N, classes)``
         (softmax), as NumPy arrays, or CuPy arrays for a model on the GPU."""
         batch_size = _check_batch(batch_size, "predict")
-        inputs = _Inputs(x, "predict")
+        return self._predict(_Inputs(x, "predict"), batch_size)
+
+    def _predict(self, inputs, batch_size):
+        """``predict`` once ``x`` is read (``batch_size`` None: all of it in one batch)."""
         xp = self._data_module(inputs.on_gpu, "predict")
         self.build(inputs.shape)
         inputs = inputs.to(xp)
+        batch_size = batch_size or max(1, inputs.n)
         outs = []
         with _device.deferred_checks(xp):
             for lo in range(0, inputs.n, batch_size):
@@ -843,16 +850,16 @@ class Sequential:
         return xp.concatenate(outs)
 
     def __call__(self, x):
-        return self.predict(x, batch_size=max(1, _Inputs(x, "call").n))
+        return self._predict(_Inputs(x, "call"), None)
 
     def predict_on_batch(self, x):
         """``predict`` of one batch (Keras's ``predict_on_batch``)."""
-        return self.predict(x, batch_size=max(1, _Inputs(x, "predict_on_batch").n))
+        return self._predict(_Inputs(x, "predict_on_batch"), None)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """``evaluate`` of one batch (Keras's ``test_on_batch``): the loss, or ``[loss, *metrics]``."""
-        n = _Inputs(x, "test_on_batch").n
-        return self.evaluate(x, y, batch_size=max(1, n), verbose=0, return_dict=return_dict, sample_weight=sample_weight)
+        self._require_compiled("test_on_batch")
+        return self._evaluate_inputs(_Inputs(x, "test_on_batch"), y, None, 0, return_dict, sample_weight, "test_on_batch")
 
     def get_layer(self, name=None, index=None):
         """A layer by name or by position, as Keras's ``get_layer``."""
@@ -1002,45 +1009,56 @@ def _targets(y, n, who):
     return y
 
 
-def _sample_weights(sample_weight, class_weight, y, n, who):
-    """The samples' weights as float64 ``(n,)`` on the host (sample_weight times the class
-    weight of each sample's class), or None when neither is given."""
-    w = None
-    if sample_weight is not None:
-        w = _device.to_host(sample_weight) if _device.is_cupy(sample_weight) else np.asarray(sample_weight)
-        if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
-            raise TypeError(f"{who}: sample_weight must be numeric, got dtype {w.dtype}")
-        if w.shape not in ((n,), (n, 1)):
-            raise ValueError(f"{who}: sample_weight must have shape ({n},), one weight per sample, got {w.shape}")
-        w = w.astype(np.float64).reshape(n)
-        if not (np.isfinite(w).all() and (w >= 0).all()):
-            bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
-            raise ValueError(f"{who}: sample_weight must be finite and >= 0, got sample_weight[{bad}] = {w[bad]}")
-    if class_weight is not None:
-        if not isinstance(class_weight, dict):
-            raise TypeError(f"{who}: class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
-        yh = _device.to_host(y) if _device.is_cupy(y) else np.asarray(y)
-        cls = yh.argmax(axis=1) if yh.ndim == 2 and yh.shape[1] > 1 else yh.reshape(n)
-        if cls.size and not np.array_equal(cls, np.round(cls)):
-            raise ValueError(f"{who}: class_weight needs class labels (integers, or one-hot rows), got non-integer targets")
-        cls = cls.astype(np.int64)
-        present = np.unique(cls)
-        table = {}
-        for k, v in class_weight.items():
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-                raise TypeError(f"{who}: class_weight keys must be int class labels, got {k!r}")
-            if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{who}: class_weight[{k}] must be a finite number >= 0, got {v!r}")
-            table[int(k)] = float(v)
-        missing = [int(c) for c in present if int(c) not in table]
-        if missing:
-            raise ValueError(f"{who}: class_weight has no weight for class(es) {missing} present in y")
-        lut = np.zeros(int(present.max()) + 1 if present.size else 0, np.float64)
-        for c in present:
-            lut[c] = table[int(c)]
-        cw = lut[cls] if present.size else np.zeros(0)
-        w = cw if w is None else w * cw
+def _sample_weights(sample_weight, n, who):
+    """``sample_weight`` checked, as float64 ``(n,)`` on the host, or None."""
+    if sample_weight is None:
+        return None
+    w = _device.to_host(sample_weight) if _device.is_cupy(sample_weight) else np.asarray(sample_weight)
+    if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
+        raise TypeError(f"{who}: sample_weight must be numeric, got dtype {w.dtype}")
+    if w.shape not in ((n,), (n, 1)):
+        raise ValueError(f"{who}: sample_weight must have shape ({n},), one weight per sample, got {w.shape}")
+    w = w.astype(np.float64).reshape(n)
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
+        raise ValueError(f"{who}: sample_weight must be finite and >= 0, got sample_weight[{bad}] = {w[bad]}")
     return w
+
+
+def _weights(sample_weight, class_weight, y, n, who):
+    """``(sample_weight checked, the samples' weights)`` as float64 ``(n,)`` on the host (or
+    None): the weights are sample_weight times the class weight of each sample's class."""
+    w = _sample_weights(sample_weight, n, who)
+    cw = _class_weights(class_weight, y, n, who)
+    return w, (cw if w is None else w if cw is None else w * cw)
+
+
+def _class_weights(class_weight, y, n, who):
+    """Each sample's ``class_weight[its class]`` as float64 ``(n,)`` on the host, or None."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"{who}: class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+    yh = _device.to_host(y) if _device.is_cupy(y) else np.asarray(y)
+    cls = yh.argmax(axis=1) if yh.ndim == 2 and yh.shape[1] > 1 else yh.reshape(n)
+    if cls.size and not np.array_equal(cls, np.round(cls)):
+        raise ValueError(f"{who}: class_weight needs class labels (integers, or one-hot rows), got non-integer targets")
+    cls = cls.astype(np.int64)
+    present = np.unique(cls)
+    table = {}
+    for k, v in class_weight.items():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{who}: class_weight keys must be int class labels, got {k!r}")
+        if not (isinstance(v, (int, float, np.number)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{who}: class_weight[{k}] must be a finite number >= 0, got {v!r}")
+        table[int(k)] = float(v)
+    missing = [int(c) for c in present if int(c) not in table]
+    if missing:
+        raise ValueError(f"{who}: class_weight has no weight for class(es) {missing} present in y")
+    lut = np.zeros(int(present.max()) + 1 if present.size else 0, np.float64)
+    for c in present:
+        lut[c] = table[int(c)]
+    return lut[cls] if present.size else np.zeros(0)
 
 
 def _progress_mode(verbose):

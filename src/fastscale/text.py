@@ -276,8 +276,12 @@ def _bad_text(op, texts, err, start=0):
         for i, t in enumerate(texts, start):
             what = _not_a_text(t)
             if what:
-                raise TypeError(f"Tokenizer.{op}: texts[{i}] must be a str or a list of str tokens, got {what}") from err
+                raise _not_a_text_error(op, i, what) from err
     raise err
+
+
+def _not_a_text_error(op, i, what):
+    return TypeError(f"Tokenizer.{op}: texts[{i}] must be a str or a list of str tokens, got {what}")
 
 
 def _not_a_text(t):
@@ -860,7 +864,7 @@ class Tokenizer:
             for i, t in enumerate(texts):
                 what = _not_a_text(t)
                 if what:
-                    raise TypeError(f"Tokenizer.{op}: texts[{i}] must be a str or a list of str tokens, got {what}")
+                    raise _not_a_text_error(op, i, what)
                 yield self.texts_to_sequences([t])[0]
 
         return gen()

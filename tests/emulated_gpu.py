@@ -97,22 +97,29 @@ _GARBAGE = _rng.integers(0, 256, 1 << 16, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------- guarded memory
+def guarded(n: int, slack: int):
+    """``(mmap, raw)``: at least ``n + slack`` bytes of CANARY, ``raw``, followed by a
+    PROT_NONE page, so a kernel touching past the end of an array placed at raw's end faults
+    (the emulator reports an illegal address)."""
+    total = ((n + slack + PAGE - 1) // PAGE + 1) * PAGE
+    mm = mmap.mmap(-1, total)
+    whole = np.frombuffer(mm, np.uint8)
+    raw = whole[: total - PAGE]
+    raw[:] = CANARY
+    if _libc.mprotect(ctypes.c_void_p(whole.ctypes.data + total - PAGE), PAGE, 0) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect")
+    return mm, raw
+
+
 class _Block:
     """One allocation: n bytes ending at (or < 16 bytes before) a PROT_NONE page, canaries before."""
 
     __slots__ = ("mm", "raw", "start", "n", "ptr", "addr", "gen", "__weakref__")
 
     def __init__(self, n: int):
-        total = ((n + 64 + PAGE - 1) // PAGE + 1) * PAGE
-        self.mm = mmap.mmap(-1, total)
-        whole = np.frombuffer(self.mm, np.uint8)
-        self.raw = whole[: total - PAGE]
-        if _libc.mprotect(ctypes.c_void_p(whole.ctypes.data + total - PAGE), PAGE, 0) != 0:
-            raise OSError(ctypes.get_errno(), "mprotect")
+        self.mm, self.raw = guarded(n, 64)
         self.start = (self.raw.size - n) & ~15
         self.n = n
-        self.raw[: self.start] = CANARY
-        self.raw[self.start + n :] = CANARY
         self.addr = self.raw.ctypes.data + self.start
         self.ptr = 0 if n == 0 else self.addr
         self.gen = _generation[0]

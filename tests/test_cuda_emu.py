@@ -18,9 +18,7 @@ Build: cmake -S . -B build/emu -G Ninja -DFASTSCALE_INPLACE=ON -DFASTSCALE_CUDA=
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
-import mmap
 import os
 import pathlib
 import re
@@ -56,6 +54,8 @@ if cu is None:  # pragma: no cover - depends on the build
     pytest.skip(_msg, allow_module_level=True)
 
 from fastscale import _checks as C
+
+from .emulated_gpu import CANARY, guarded
 from fastscale.ops import _cuda_util as CU
 
 E = importlib.import_module("fastscale.ops.embedding")
@@ -73,20 +73,13 @@ ORDERS = (0, 1, 2)  # forward, reverse, seeded random
 # 32 / 64 / 128 / 256 units per warp (2, 4, 8 units per lane; column chunks).
 DIMS = (0, 1, 2, 3, 4, 5, 8, 17, 64, 130, 260, 301, 1100)
 
-CANARY = 0xA5
 # FASTSCALE_EMU_SCALE=20 multiplies every test's hypothesis examples (a longer bug hunt).
 SCALE = float(os.environ.get("FASTSCALE_EMU_SCALE", "1"))
-
-
 
 
 def ex(n):
     return settings(max_examples=max(1, int(n * SCALE)))
 
-
-PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def test_module_constants_match_python():
@@ -108,13 +101,7 @@ class Arena:
     def array(self, a, misalign=False, aligned=False):
         a = np.ascontiguousarray(a)
         n = a.nbytes
-        total = ((n + 128 + PAGE - 1) // PAGE + 1) * PAGE
-        mm = mmap.mmap(-1, total)
-        whole = np.frombuffer(mm, np.uint8)
-        raw = whole[: total - PAGE]
-        raw[:] = CANARY
-        if _libc.mprotect(ctypes.c_void_p(whole.ctypes.data + total - PAGE), PAGE, 0) != 0:
-            raise OSError(ctypes.get_errno(), "mprotect")
+        mm, raw = guarded(n, 128)
         start = raw.size - n - (a.itemsize if misalign and n % 16 == 0 else 0)
         if misalign and (raw.ctypes.data + start) % 16 == 0:
             start -= a.itemsize

@@ -22,7 +22,8 @@ depend on:
 * reductions, ``count_nonzero`` and integer indexing return 0-d arrays, never numpy / Python
   scalars; a 0-d array has no ``__index__`` (``range(a.sum())`` is a TypeError on CuPy);
   ``int()``, ``float()``, ``bool()`` synchronise and work on size-1 arrays; ``bool()`` of an
-  empty array is False with a DeprecationWarning;
+  empty array is False with a DeprecationWarning; every device -> host read is counted
+  (:func:`read_backs`), so a test can show that a training step adds none;
 * integer-array indices wrap around (``a[[1, 3]]`` of a 3-vector is ``a[[1, 0]]``) for reads
   and writes instead of raising IndexError;
 * fancy-index assignment with repeated indices: CuPy leaves which value wins undefined; here
@@ -92,6 +93,15 @@ _live: "weakref.WeakSet[_Block]" = weakref.WeakSet()
 _generation = [0]
 _rng = np.random.default_rng(int(os.environ.get("FASTSCALE_EMU_SEED", "0")))
 # FASTSCALE_EMU_EMPTY=random: empty() memory holds random bytes instead of 0xff.
+_READ_BACKS = [0]  # device -> host copies (every one synchronises on a real GPU)
+
+
+def read_backs() -> int:
+    """How many device -> host reads (``get``, ``asnumpy``, ``int()`` / ``float()`` / ``bool()``
+    of an array) the emulated GPU has served so far: a training step must add none."""
+    return _READ_BACKS[0]
+
+
 _EMPTY_RANDOM = os.environ.get("FASTSCALE_EMU_EMPTY") == "random"
 _GARBAGE = _rng.integers(0, 256, 1 << 16, dtype=np.uint8)
 
@@ -403,6 +413,7 @@ class ndarray:
         )
 
     def get(self, stream=None, order="C", out=None, blocking=True):
+        _READ_BACKS[0] += 1
         if out is not None:
             out[...] = self._a
             return out

@@ -242,21 +242,39 @@ def run_embedding_backward(ar, dout, ids, V, det, err, grad_fill=np.nan):
     return grad
 
 
-def run_embedding_sparse(ar, dout, ids, V, err):
+def counted_values(ar, err, N, D, dtype, misalign, counted, launch):
+    """The values launch of a sparse backward: U read back and values sized exactly, or
+    (counted) the count word passed on and values sized for all N ids, whose tail must stay
+    unwritten.  Returns values[:U], or None when the ids check failed."""
+    if not counted:
+        if err[0] != NO_ERROR:
+            return None
+        U = int(err[1])
+        values = ar.array(np.full((U, D), np.nan, dtype), misalign=misalign)
+        launch(values, U, 0, 0)
+        return values
+    values = ar.array(np.full((N, D), np.nan, dtype), misalign=misalign)
+    launch(values, N, P(err) + 8, P(err))
+    U = int(err[1]) if err[0] == NO_ERROR else 0
+    assert np.isnan(values[U:]).all(), "the values kernel wrote past the device count (or after a failed check)"
+    return None if err[0] != NO_ERROR else values[:U]
+
+
+def run_embedding_sparse(ar, dout, ids, V, err, counted=False):
     N, D = ids.size, dout.shape[-1]
     ws = ar.array(garbage(cu.embedding_backward_workspace(N, V, dout.itemsize, True)))
     rows = ar.array(np.full(max(N, 1), -5, np.int64))
     cu.embedding_backward_rows(P(ids), P(rows), P(err) + 8, V, N, ids.itemsize, P(ws), ws.nbytes, P(err), 0, 0)
     assert err[0] == NO_ERROR
-    U = int(err[1])
-    values = ar.array(np.full((U, D), np.nan, dout.dtype), misalign=dout.ctypes.data % 16 != 0)
-    cu.embedding_backward_values(P(dout), P(values), V, D, N, U, dout.itemsize, P(ws), ws.nbytes, 0)
-    return rows[:U], values
+    values = counted_values(ar, err, N, D, dout.dtype, dout.ctypes.data % 16 != 0, counted, lambda vals, U, c, e: (
+        cu.embedding_backward_values(P(dout), P(vals), V, D, N, U, dout.itemsize, P(ws), ws.nbytes, c, e, 0)))
+    return rows[:values.shape[0]], values
 
 
-@given(V=st.integers(1, 12), D=st.sampled_from(DIMS), N=st.integers(0, 70), det=st.booleans(), **common)
+@given(V=st.integers(1, 12), D=st.sampled_from(DIMS), N=st.integers(0, 70), det=st.booleans(), counted=st.booleans(),
+       **common)
 @ex(150)
-def test_embedding_backward(V, D, N, det, ft, it, misalign, order, seed):
+def test_embedding_backward(V, D, N, det, counted, ft, it, misalign, order, seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
     ids = ar.array(rng.integers(0, V, N).astype(it))
@@ -267,7 +285,7 @@ def test_embedding_backward(V, D, N, det, ft, it, misalign, order, seed):
     grad = run_embedding_backward(ar, dout, ids, V, det, err)
     assert err[0] == NO_ERROR
     close(grad, ref, ft, scale=np.sqrt(N + 1))
-    rows, values = run_embedding_sparse(ar, dout, ids, V, err)
+    rows, values = run_embedding_sparse(ar, dout, ids, V, err, counted)
     np.testing.assert_array_equal(rows, np.unique(ids))
     close(values, ref[rows], ft, scale=np.sqrt(N + 1))
     ar.check()
@@ -330,7 +348,7 @@ def bag_backward(ar, dout, ids, offsets, psw, pad, mean, V, det, err, tag=0, gra
     return grad
 
 
-def bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, tag=0):
+def bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, tag=0, counted=False):
     B, D = dout.shape
     N = ids.size
     Tlen = ids.shape[1] if offsets is None else 0
@@ -339,17 +357,15 @@ def bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, tag=0):
     rows = ar.array(np.full(max(N, 1), -5, np.int64))
     cu.embedding_bag_backward_rows(P(ids), P(offsets), P(psw), pad, mean, P(rows), P(err) + 8, V, B, N, Tlen,
                                    dout.itemsize, ids.itemsize, osize, P(ws), ws.nbytes, P(err), tag, 0)
-    if err[0] != NO_ERROR:
-        return None, None
-    U = int(err[1])
-    values = ar.array(np.full((U, D), np.nan, dout.dtype), misalign=dout.ctypes.data % 16 != 0)
-    cu.embedding_bag_backward_values(P(dout), P(values), V, D, B, N, U, dout.itemsize, P(ws), ws.nbytes, 0)
-    return rows[:U], values
+    values = counted_values(ar, err, N, D, dout.dtype, dout.ctypes.data % 16 != 0, counted, lambda vals, U, c, e: (
+        cu.embedding_bag_backward_values(P(dout), P(vals), V, D, B, N, U, dout.itemsize, P(ws), ws.nbytes, c, e, 0)))
+    return (None, None) if values is None else (rows[:values.shape[0]], values)
 
 
-@given(**bag_params, det=st.booleans(), **common)
+@given(**bag_params, det=st.booleans(), counted=st.booleans(), **common)
 @ex(150)
-def test_embedding_bag_backward(V, D, B, T, csr, ot, mode, weighted, padded, det, ft, it, misalign, order, seed):
+def test_embedding_bag_backward(V, D, B, T, csr, ot, mode, weighted, padded, det, counted, ft, it, misalign, order,
+                                seed):
     rng = np.random.default_rng(seed)
     ar = Arena()
     ids, offsets, psw, pad = make_bags(rng, ar, V, B, T, csr, it, ot, ft, mode, weighted, padded)
@@ -362,7 +378,7 @@ def test_embedding_bag_backward(V, D, B, T, csr, ot, mode, weighted, padded, det
     grad = bag_backward(ar, dout, ids, offsets, psw, pad, mean, V, det, err)
     assert err[0] == NO_ERROR
     close(grad, ref, ft, scale=np.sqrt(ids.size + 1))
-    rows, values = bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err)
+    rows, values = bag_sparse(ar, dout, ids, offsets, psw, pad, mean, V, err, counted=counted)
     want_rows = EB.embedding_bag_backward(np.asarray(dout), np.asarray(ids), None if offsets is None else np.asarray(offsets),
                                           sparse=True, backend="numpy", **kw).rows
     np.testing.assert_array_equal(rows, want_rows)
@@ -410,7 +426,7 @@ def test_embedding_bag_bad_input(V, B, T, nbad, what, ot, tag, det, ft, it, misa
             if want != NO_ERROR:
                 assert (grad == 7.0).all(), "the backward wrote the gradient after a failed check"
         else:
-            bag_sparse(ar, dout, ids, offsets, None, -1, True, V, err, tag << 48)
+            bag_sparse(ar, dout, ids, offsets, None, -1, True, V, err, tag << 48, counted=True)
         assert int(err[0]) == want, (call, decode(err[0]), decode(want))
     if want != NO_ERROR:
         _, _, pos, kind = decode(want)
@@ -621,10 +637,13 @@ def test_adam_multi_skips_when_word_set():
 
 
 @given(V=st.integers(1, 30), D=st.sampled_from(DIMS[:10]), R=st.integers(0, 30),
-       bad=st.sampled_from([None, "range", "order", "dup"]), tag=st.integers(0, 0xFFFE), **hyper, **common)
+       bad=st.sampled_from([None, "range", "order", "dup"]), tag=st.integers(0, 0xFFFE),
+       tail=st.one_of(st.none(), st.integers(0, 5)), **hyper, **common)
 @ex(120)
-def test_sparse_adam(V, D, R, bad, tag, step, lr, beta1, beta2, eps, wd, decoupled, placement, ft, it, misalign,
+def test_sparse_adam(V, D, R, bad, tag, tail, step, lr, beta1, beta2, eps, wd, decoupled, placement, ft, it, misalign,
                      order, seed):
+    """tail: the row count as a device word (a training step's PendingRows), with `tail` junk
+    rows and values after the R real ones, which must be neither checked nor applied."""
     rng = np.random.default_rng(seed)
     ar = Arena()
     kw = adam_kw(step, lr, beta1, beta2, eps, wd, decoupled, placement)
@@ -648,11 +667,17 @@ def test_sparse_adam(V, D, R, bad, tag, step, lr, beta1, beta2, eps, wd, decoupl
     v0 = rng.random((V, D)).astype(ft)
     vals = rng.standard_normal((R, D)).astype(ft)
     p, m, v = ar.array(p0, misalign), ar.array(m0, misalign), ar.array(v0, misalign)
-    rows_a, vals_a = ar.array(rows), ar.array(vals, misalign)
+    if tail is None:
+        rows_a, vals_a, count, bound = ar.array(rows), ar.array(vals, misalign), None, R
+    else:
+        junk = np.array([-1, V, 0, V + 7, 0][:tail], it)
+        rows_a = ar.array(np.concatenate([rows, junk]))
+        vals_a = ar.array(np.concatenate([vals, np.full((tail, D), np.nan, ft)]), misalign)
+        count, bound = ar.array(np.array([R], np.int64)), R + tail
     err = ar.err()
     sched(order, seed)
-    cu.sparse_adam_step(P(p), P(rows_a), P(vals_a), P(m), P(v), V, D, R, p.itemsize, rows_a.itemsize, k.beta1, k.beta2,
-                        k.alpha, k.eps, k.weight_decay, k.decay, k.mode, P(err), tag << 48, 0)
+    cu.sparse_adam_step(P(p), P(rows_a), P(vals_a), P(m), P(v), V, D, bound, p.itemsize, rows_a.itemsize, k.beta1,
+                        k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode, P(count), P(err), tag << 48, 0)
     assert int(err[0]) == want, (decode(err[0]), decode(want))
     if want != NO_ERROR:
         np.testing.assert_array_equal(p, p0)
@@ -1006,6 +1031,62 @@ def test_adapters_deferred_checks(emu_cuda):
         AD._cuda_dense(p, g, m, v, k)
     assert not (np.asarray(grad) == 5.0).all()
     assert not np.array_equal(np.asarray(p), p0)
+
+
+@pytest.mark.parametrize("bag", [False, True])
+def test_adapters_pending_rows(emu_cuda, bag):
+    """Inside a deferred-check block (a training step) the sparse backwards leave their row
+    count on the device (PendingRows) and lazy Adam takes it there: the same rows, values and
+    update, bitwise, as with the count read back; bad ids raise at resolve(), and Adam after
+    them writes nothing."""
+    from fastscale.ops._common import PendingRows
+
+    rng = np.random.default_rng(12)
+    V, D, B, T = 11, 8, 7, 6
+    ids = rng.integers(0, V, (B, T)).astype(np.int64)
+    ids[0, :] = 2  # padding only: rows are fewer than ids
+    dout = rng.standard_normal((B, D) if bag else (B, T, D)).astype(np.float32)
+
+    def backward(i):
+        if bag:
+            return EB._cuda_backward(dev(dout), dev(i), None, None, 2, True, None, V)
+        return E._cuda_backward(dev(dout), dev(i), None, V)
+
+    rows, values = backward(ids)
+    with CU.deferred_checks():
+        g = backward(ids)
+        assert isinstance(g, PendingRows)
+        r, vals, count = g.buffers
+        assert int(count[0]) == rows.shape[0] < ids.size and r.shape[0] == vals.shape[0] == ids.size
+        got = g.resolve()
+    np.testing.assert_array_equal(got.rows, rows)
+    np.testing.assert_array_equal(got.values, values)
+
+    k = AD.adam_coefficients(2, 1e-2, 0.9, 0.999, 1e-7, 0.0, False, "keras")
+    p0 = rng.standard_normal((V, D)).astype(np.float32)
+    m0, v0 = (rng.random((V, D)) * 0.1).astype(np.float32), (rng.random((V, D)) * 0.1).astype(np.float32)
+    want = [dev(a.copy()) for a in (p0, m0, v0)]
+    AD._cuda_sparse(want[0], rows, values, want[1], want[2], k)
+    have = [dev(a.copy()) for a in (p0, m0, v0)]
+    with CU.deferred_checks():
+        r, vals, count = backward(ids).buffers
+        AD._cuda_sparse(have[0], r, vals, have[1], have[2], k, count)
+    for a, b in zip(have, want):
+        np.testing.assert_array_equal(a, b)
+
+    bad = ids.copy()
+    bad[3, 4] = V + 3
+    with pytest.raises(IndexError) as numpy_error:
+        (EB.embedding_bag_backward(dout, bad, num_embeddings=V, padding_idx=2, sparse=True, backend="numpy") if bag
+         else E.embedding_backward(dout, bad, V, sparse=True, backend="numpy"))
+    have = [dev(a.copy()) for a in (p0, m0, v0)]
+    with pytest.raises(IndexError, match=re.escape(str(numpy_error.value))):
+        with CU.deferred_checks():
+            g = backward(bad)
+            AD._cuda_sparse(have[0], *g.buffers[:2], have[1], have[2], k, g.buffers[2])
+            g.resolve()
+    for a, b in zip(have, (p0, m0, v0)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_adapters_dense_pool_bce_adam(emu_cuda):

@@ -109,10 +109,14 @@ void launch_multi(const MTArgs<T>& a, int nblocks, const Coef<T>& k, int mode, c
   FS_CUDA_LAUNCHED(OP);
 }
 
+// The rows to update: R, or *count when the row count stays on the device (count <= R).
+__device__ __forceinline__ i64 rows_used(i64 R, const i64* count) { return count && *count < R ? *count : R; }
+
 // rows: in [0, V) (IndexError) and strictly increasing (ValueError); first position wins,
 // and at one position an out-of-range row wins (ERR_ID < ERR_ORDER), as the CPU reports.
 template <class I>
-__global__ void rows_kernel(const I* __restrict__ rows, i64 R, i64 V, u64* err, u64 tag) {
+__global__ void rows_kernel(const I* __restrict__ rows, i64 R, const i64* count, i64 V, u64* err, u64 tag) {
+  R = rows_used(R, count);
   for (i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; i < R;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
     const i64 r = static_cast<i64>(rows[i]);
@@ -124,8 +128,10 @@ __global__ void rows_kernel(const I* __restrict__ rows, i64 R, i64 V, u64* err, 
 template <class T, class VT, class I, int WD>
 __global__ void __launch_bounds__(256) sparse_kernel(T* __restrict__ param, const I* __restrict__ rows,
                                                      const T* __restrict__ values, T* __restrict__ m,
-                                                     T* __restrict__ v, i64 D, i64 R, Coef<T> k, const u64* err) {
+                                                     T* __restrict__ v, i64 D, i64 R, const i64* count, Coef<T> k,
+                                                     const u64* err) {
   if (failed(err)) return;
+  R = rows_used(R, count);
   constexpr int L = VT::L;
   const int lane = threadIdx.x & 31;
   const i64 units = D / L;
@@ -200,19 +206,20 @@ void adam_multi(const std::vector<up>& params, const std::vector<up>& grads, con
 }
 
 void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i64 R, int fsize, int isize,
-                      double beta1, double beta2, double alpha, double eps, double wd, double decay, int mode, up err,
-                      u64 tag, up stream) {
+                      double beta1, double beta2, double alpha, double eps, double wd, double decay, int mode,
+                      up count, up err, u64 tag, up stream) {
   need(err != 0, OPS, "an error word is required");
   need(mode >= 0 && mode <= 2, OPS, "decay mode must be 0, 1 or 2");
   if (R == 0) return;
   cudaStream_t s = as_stream(stream);
   u64* e = as_ptr<u64>(err);
+  const i64* n = as_ptr<const i64>(count);
   with_float(fsize, OPS, [&](auto tt) {
     using T = decltype(tt);
     const Coef<T> k = make_coef<T>(beta1, beta2, alpha, eps, wd, decay);
     with_index(isize, OPS, [&](auto ii) {
       using I = decltype(ii);
-      FS_LAUNCH(blocks_for(R, 256, 132 * 16), 256, 0, s, rows_kernel<I>)(as_ptr<const I>(rows), R, V, e, tag);
+      FS_LAUNCH(blocks_for(R, 256, 132 * 16), 256, 0, s, rows_kernel<I>)(as_ptr<const I>(rows), R, n, V, e, tag);
       FS_CUDA_LAUNCHED(OPS);
       if (D == 0) return;
       auto run = [&](auto vt) {
@@ -223,10 +230,10 @@ void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i6
         const T* G = as_ptr<const T>(values);
         T* M = as_ptr<T>(m);
         T* Vv = as_ptr<T>(v);
-        if (mode == L2) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, L2>)(P, Rw, G, M, Vv, D, R, k, e);
+        if (mode == L2) FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, L2>)(P, Rw, G, M, Vv, D, R, n, k, e);
         else if (mode == DECOUPLED)
-          FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, DECOUPLED>)(P, Rw, G, M, Vv, D, R, k, e);
-        else FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, NONE>)(P, Rw, G, M, Vv, D, R, k, e);
+          FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, DECOUPLED>)(P, Rw, G, M, Vv, D, R, n, k, e);
+        else FS_LAUNCH(grid, 256, 0, s, sparse_kernel<T, VT, I, NONE>)(P, Rw, G, M, Vv, D, R, n, k, e);
       };
       if (vec_ok(D, sizeof(T), {param, values, m, v})) run(Vec<T>{});
       else run(Vec1<T>{});

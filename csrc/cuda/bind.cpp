@@ -51,7 +51,7 @@ PYBIND11_MODULE(FASTSCALE_CUDA_MODULE, m) {
         py::arg("err"), py::arg("tag"), py::arg("stream"));
   m.def("embedding_backward_values", &fc::embedding_backward_values, nogil(), py::arg("dout"), py::arg("values"),
         py::arg("V"), py::arg("D"), py::arg("N"), py::arg("U"), py::arg("fsize"), py::arg("ws"), py::arg("ws_bytes"),
-        py::arg("stream"));
+        py::arg("count"), py::arg("err"), py::arg("stream"));
 
   m.def("embedding_bag_forward", &fc::embedding_bag_forward, nogil(), py::arg("weight"), py::arg("ids"),
         py::arg("offsets"), py::arg("per_sample_weights"), py::arg("padding_idx"), py::arg("mean"), py::arg("out"),
@@ -70,7 +70,7 @@ PYBIND11_MODULE(FASTSCALE_CUDA_MODULE, m) {
         py::arg("osize"), py::arg("ws"), py::arg("ws_bytes"), py::arg("err"), py::arg("tag"), py::arg("stream"));
   m.def("embedding_bag_backward_values", &fc::embedding_bag_backward_values, nogil(), py::arg("dout"),
         py::arg("values"), py::arg("V"), py::arg("D"), py::arg("B"), py::arg("N"), py::arg("U"), py::arg("fsize"),
-        py::arg("ws"), py::arg("ws_bytes"), py::arg("stream"));
+        py::arg("ws"), py::arg("ws_bytes"), py::arg("count"), py::arg("err"), py::arg("stream"));
 
   m.def("masked_mean_pool_forward", &fc::masked_mean_pool_forward, nogil(), py::arg("x"), py::arg("mask"),
         py::arg("out"), py::arg("B"), py::arg("T"), py::arg("D"), py::arg("fsize"), py::arg("stream"));
@@ -96,7 +96,7 @@ PYBIND11_MODULE(FASTSCALE_CUDA_MODULE, m) {
   m.def("sparse_adam_step", &fc::sparse_adam_step, nogil(), py::arg("param"), py::arg("rows"), py::arg("values"),
         py::arg("m"), py::arg("v"), py::arg("V"), py::arg("D"), py::arg("R"), py::arg("fsize"), py::arg("isize"),
         py::arg("beta1"), py::arg("beta2"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("decay"), py::arg("mode"), py::arg("err"), py::arg("tag"), py::arg("stream"));
+        py::arg("decay"), py::arg("mode"), py::arg("count"), py::arg("err"), py::arg("tag"), py::arg("stream"));
 
 #ifdef FASTSCALE_CUDA_EMU
   // The emulator's controls (tests/test_cuda_emu.py): the order blocks and threads run in

@@ -173,12 +173,13 @@ void embedding_backward_rows(up ids, up rows, up count, i64 V, i64 N, int isize,
 }
 
 void embedding_backward_values(up dout, up values, i64 V, i64 D, i64 N, i64 U, int fsize, up ws, i64 ws_bytes,
-                               up stream) {
+                               up count, up err, up stream) {
   const SegPtrs p = seg_ptrs(ws, ws_bytes, seg_layout(N, V, 4, false, true), OPB);
   cudaStream_t s = as_stream(stream);
   with_float(fsize, OPB, [&](auto tt) {
     using T = decltype(tt);
-    seg_values<T, false>(OPB, as_ptr<const T>(dout), D, p, U, as_ptr<T>(values), s,
+    seg_values<T, false>(OPB, as_ptr<const T>(dout), D, p, U, as_ptr<const i64>(count), as_ptr<T>(values),
+                         as_ptr<const u64>(err), s,
                          vec_ok(D, sizeof(T), {dout, values}));
   });
 }

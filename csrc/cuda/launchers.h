@@ -40,8 +40,10 @@ void embedding_backward_dense(up dout, up ids, up grad, i64 V, i64 D, i64 N, int
                               bool deterministic, up ws, i64 ws_bytes, up err, u64 tag, up stream);
 void embedding_backward_rows(up ids, up rows, up count, i64 V, i64 N, int isize, up ws, i64 ws_bytes, up err,
                              u64 tag, up stream);
+// count == 0: U is the number of unique rows; else U bounds it and *count (device) holds it.
+// err may be 0; when set and failed, nothing is written.
 void embedding_backward_values(up dout, up values, i64 V, i64 D, i64 N, i64 U, int fsize, up ws, i64 ws_bytes,
-                               up stream);
+                               up count, up err, up stream);
 
 // ------------------------------------------------------------------ embedding_bag.cu
 // offsets == 0: padded ids (B, Tlen); else CSR offsets (B+1,) of osize bytes each.
@@ -54,8 +56,9 @@ void embedding_bag_backward_dense(up dout, up ids, up offsets, up psw, i64 pad, 
 void embedding_bag_backward_rows(up ids, up offsets, up psw, i64 pad, bool mean, up rows, up count, i64 V, i64 B,
                                  i64 N, i64 Tlen, int fsize, int isize, int osize, up ws, i64 ws_bytes, up err,
                                  u64 tag, up stream);
+// count, err: as for embedding_backward_values.
 void embedding_bag_backward_values(up dout, up values, i64 V, i64 D, i64 B, i64 N, i64 U, int fsize, up ws,
-                                   i64 ws_bytes, up stream);
+                                   i64 ws_bytes, up count, up err, up stream);
 
 // ------------------------------------------------------------------ masked_mean_pool.cu
 void masked_mean_pool_forward(up x, up mask, up out, i64 B, i64 T, i64 D, int fsize, up stream);
@@ -80,9 +83,11 @@ void bce_with_logits(up logits, up targets, up dlogits, i64 N, int fsize, up ws,
 void adam_multi(const std::vector<up>& params, const std::vector<up>& grads, const std::vector<up>& ms,
                 const std::vector<up>& vs, const std::vector<i64>& sizes, int fsize, double beta1, double beta2,
                 double alpha, double eps, double wd, double decay, int mode, up err, up stream);
+// count == 0: R rows; else R bounds them and *count (device, a sparse backward's row count)
+// holds how many of the leading rows to update: a training step then never reads it back.
 void sparse_adam_step(up param, up rows, up values, up m, up v, i64 V, i64 D, i64 R, int fsize, int isize,
-                      double beta1, double beta2, double alpha, double eps, double wd, double decay, int mode, up err,
-                      u64 tag, up stream);
+                      double beta1, double beta2, double alpha, double eps, double wd, double decay, int mode,
+                      up count, up err, u64 tag, up stream);
 
 }  // namespace cuda
 }  // namespace fastscale

@@ -6,9 +6,10 @@
 //
 // Dense gradient: one warp per table row finds its segment by binary search in the sorted
 // keys and writes the row (zeros when the row was not touched).  Sparse gradient: segment
-// heads are scanned into slots, giving the unique sorted rows; the caller reads their count
-// U (its one synchronisation, needed anyway to size the values), then one warp per unique
-// row reduces its segment into values[u].
+// heads are scanned into slots, giving the unique sorted rows and their count U in a device
+// word; then one warp per unique row reduces its segment into values[u].  The caller either
+// reads U back to size values exactly (one synchronisation), or sizes values for every id
+// and passes the word on, to this kernel and to sparse_adam_step (none).
 //
 // Per position p the reduction needs the dout row (bag[p], or p itself for embedding) and a
 // coefficient (per-sample weight times 1/count for mean; 1 for embedding).
@@ -162,15 +163,20 @@ __global__ void __launch_bounds__(256) seg_dense_kernel(const T* __restrict__ do
   reduce_segment<T, VT, NV, BAG>(dout, D, pos, bag, coef, lo, hi, grad + r * D, threadIdx.x & 31);
 }
 
-// values (U, D): one warp per unique row u, segment [seg[u], seg[u+1]).
+// values (U, D): one warp per unique row u, segment [seg[u], seg[u+1]).  With `count` (the
+// rows step's device word) U is only a bound (the number of ids) and *count rows are reduced,
+// so the caller needs no read-back; a failed ids check (err) skips everything, since the
+// segments then come from stale workspace.
 template <class T, class VT, int NV, bool BAG>
 __global__ void __launch_bounds__(256) seg_values_kernel(const T* __restrict__ dout, i64 D,
                                                          const unsigned* __restrict__ pos,
                                                          const unsigned* __restrict__ bag, const T* __restrict__ coef,
                                                          const unsigned* __restrict__ seg, i64 U,
-                                                         T* __restrict__ values) {
+                                                         const i64* __restrict__ count, T* __restrict__ values,
+                                                         const u64* err) {
+  if (failed(err)) return;
   const i64 u = static_cast<i64>(blockIdx.x) * WARPS_PER_BLOCK + (threadIdx.x >> 5);
-  if (u >= U) return;
+  if (u >= (count && *count < U ? *count : U)) return;
   reduce_segment<T, VT, NV, BAG>(dout, D, pos, bag, coef, seg[u], seg[u + 1], values + u * D, threadIdx.x & 31);
 }
 
@@ -249,14 +255,14 @@ static inline void seg_rows(const char* op, const SegPtrs& p, i64 M, i64 V, i64*
 }
 
 template <class T, bool BAG>
-void seg_values(const char* op, const T* dout, i64 D, const SegPtrs& p, i64 U, T* values, cudaStream_t stream,
-                bool vec) {
+void seg_values(const char* op, const T* dout, i64 D, const SegPtrs& p, i64 U, const i64* count, T* values,
+                const u64* err, cudaStream_t stream, bool vec) {
   if (U == 0 || D == 0) return;
   auto run = [&](auto vt) {
     using VT = decltype(vt);
     with_nv(D / VT::L, [&](auto nv) {
       FS_LAUNCH(blocks_for(U, WARPS_PER_BLOCK), 256, 0, stream, seg_values_kernel<T, VT, decltype(nv)::value, BAG>)(
-          dout, D, p.pos_out, p.bag, static_cast<const T*>(p.coef), p.seg, U, values);
+          dout, D, p.pos_out, p.bag, static_cast<const T*>(p.coef), p.seg, U, count, values, err);
     });
   };
   if (vec) run(Vec<T>{});

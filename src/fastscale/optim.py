@@ -22,6 +22,8 @@ import numpy as np
 
 from . import _checks as C, ops
 from .ops import SparseRows
+from .ops._common import PendingRows
+from .ops.adam import sparse_adam_step_pending
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "RMSprop", "get"]
 
@@ -35,6 +37,12 @@ def _positive(cls, name, value, *, allow_zero=False, below_one=False):
         rng = "[0, 1)" if below_one else (">= 0" if allow_zero else "> 0")
         raise ValueError(f"{cls}: argument {name!r} must be finite and {rng}, got {value!r}")
     return v
+
+
+def _settled(grad):
+    """A gradient as the optimizers' array code takes it: a GPU training step's PendingRows
+    becomes its SparseRows (one read-back; lazy Adam alone takes them as they are)."""
+    return grad.resolve() if isinstance(grad, PendingRows) else grad
 
 
 class Optimizer:
@@ -56,7 +64,7 @@ class Optimizer:
             slots = self.slots.get(name)
             if slots is None:
                 slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
-            self._update(param, grad, slots)
+            self._update(param, _settled(grad), slots)
 
     def _update(self, param, grad, slots):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -145,7 +153,9 @@ class Adam(Optimizer):
             slots = self.slots.get(name)
             if slots is None:
                 slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
-            if isinstance(grad, SparseRows) or (type(param) is not np.ndarray and C.module_of(param) is np):
+            if isinstance(grad, PendingRows) and not self.lazy:
+                grad = grad.resolve()
+            if isinstance(grad, (SparseRows, PendingRows)) or (type(param) is not np.ndarray and C.module_of(param) is np):
                 self._update(param, grad, slots)
             else:  # numpy and cupy tensors in separate calls: fastscale never mixes them
                 g = groups.setdefault((type(param), param.dtype), ([], [], [], []))
@@ -155,6 +165,9 @@ class Adam(Optimizer):
             ops.adam_step(ps, gs, ms, vs, **self._hyper())
 
     def _update(self, param, grad, slots):
+        if isinstance(grad, PendingRows):  # lazy Adam in a GPU training step: no read-back
+            sparse_adam_step_pending(param, grad, slots["m"], slots["v"], **self._hyper())
+            return
         if isinstance(grad, SparseRows) and self.lazy:
             ops.sparse_adam_step(param, grad.rows, grad.values, slots["m"], slots["v"], **self._hyper())
             return

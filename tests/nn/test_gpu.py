@@ -53,6 +53,49 @@ def test_fit_on_cupy_inputs_matches_numpy_and_stays_on_device(gpu_backend, lazy)
     assert dev.optimizer.step == ref.optimizer.step
 
 
+@pytest.mark.parametrize("model", ["origin", "origin, lazy adam", "embedding bag, csr, lazy adam",
+                                   "embedding, flatten, lazy adam"])
+def test_a_training_step_reads_nothing_back(gpu_backend, model):
+    """No host synchronisation inside a training step: an epoch's device -> host reads (its
+    loss, its metrics) do not grow with its number of steps, lazy Adam's sparse table
+    gradient included (its row count stays on the device)."""
+    import cupy
+
+    from .. import emulated_gpu
+
+    if not emulated_gpu.enabled():
+        pytest.skip("counting read-backs needs the emulated GPU (FASTSCALE_TEST_EMULATED_GPU=1)")
+    if gpu_backend == "cupy":
+        pytest.skip("the cupy fallback checks each op's ids and offsets with host reads (about 10 a step); "
+                    "the step without a read-back is the cuda backend's")
+    lazy = "lazy" in model
+    if model.startswith("embedding bag"):
+        first = [nn.EmbeddingBag(200, 16, mode="mean")]
+    elif model.startswith("embedding, flatten"):
+        first = [nn.Embedding(200, 4, input_length=12), nn.Flatten()]
+    else:
+        first = [nn.Embedding(200, 16, mask_zero=True), nn.GlobalAveragePooling1D()]
+
+    def reads(n):
+        m = nn.Sequential(first + [nn.Dense(8, activation="relu"), nn.Dense(1, activation="sigmoid")])
+        m.compile(optimizer=optim.Adam(learning_rate=1e-2, lazy=lazy), loss="binary_crossentropy",
+                  metrics=["accuracy"], seed=3, backend=gpu_backend)
+        x, y = binary(n)
+        x = x[:, :12]
+        if model.startswith("embedding bag"):
+            lengths = (x != 0).sum(1)
+            xd = (cupy.asarray(x[x != 0]), cupy.asarray(np.concatenate([[0], np.cumsum(lengths)])))
+        else:
+            xd = cupy.asarray(x)
+        yd = cupy.asarray(y)
+        m.fit(xd, yd, epochs=1, batch_size=32, verbose=0, shuffle=False)  # builds, plans, warms up
+        before = emulated_gpu.read_backs()
+        m.fit(xd, yd, epochs=1, batch_size=32, verbose=0, shuffle=False)
+        return emulated_gpu.read_backs() - before
+
+    assert reads(256) == reads(64)  # 8 steps, 2 steps
+
+
 def test_device_gpu_with_numpy_inputs_is_the_cupy_input_run(gpu_backend):
     import cupy
 

@@ -4,8 +4,10 @@ A layer holds its parameters in ``params`` (name -> float32 array, numpy or cupy
 model lives on the host or a GPU; Keras names:
 ``embeddings``, ``kernel``, ``bias``) and, after ``backward``, their gradients in ``grads``
 (a dense array, or :class:`fastscale.SparseRows` for an embedding table when the model asked
-for sparse gradients).  ``forward(x, mask, training)`` returns ``(y, mask)``: the mask is
-Keras's ``mask_zero`` mask, carried from ``Embedding`` to the pooling layer.
+for sparse gradients; inside a GPU training step on the ``cuda`` backend a ``PendingRows``,
+whose row count stays on the device: ``resolve()`` gives the SparseRows).
+``forward(x, mask, training)`` returns ``(y, mask)``: the mask is Keras's ``mask_zero`` mask,
+carried from ``Embedding`` to the pooling layer.
 
 Weights use the Keras layout (Dense ``kernel`` is ``(in, out)``), so Keras weights load
 with ``set_weights`` unchanged.  Initialisers are Keras's: embeddings uniform(-0.05, 0.05),
@@ -24,6 +26,7 @@ import numpy as np
 
 from .. import ops
 from .._checks import to_identifier
+from ..ops._common import PendingRows
 from . import _device, initializers, regularizers
 
 ACTIVATIONS = (None, "linear", "relu", "sigmoid", "tanh", "softmax")
@@ -387,7 +390,7 @@ class _FusedEmbeddingPool:
             g = ops.embedding_bag_backward(dout, ids, offsets, sparse=True, **kw)
             if n_zero is not None and T:
                 g0 = n_zero @ dout  # (D,): row 0's gradient, once
-                if n_zero.any():
+                if n_zero.any():  # a read-back on a GPU: row 0 joins only when a batch holds id 0
                     g = _prepend_row0(g, g0)
         else:
             buf = self._grad_buf
@@ -402,6 +405,8 @@ class _FusedEmbeddingPool:
 
 def _prepend_row0(g, g0):
     """SparseRows g (row 0 absent: it was the padding row) plus a gradient for row 0."""
+    if isinstance(g, PendingRows):
+        g = g.resolve()
     xp = _device.module_of(g.values)
     rows = xp.concatenate([xp.zeros(1, g.rows.dtype), xp.asarray(g.rows)])
     values = xp.concatenate([g0[None, :].astype(g.values.dtype), g.values])

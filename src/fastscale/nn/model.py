@@ -35,6 +35,7 @@ import numpy as np
 from .. import ops
 from .. import optim as _optim
 from .._checks import to_identifier
+from ..ops._common import PendingRows
 from . import _device
 from . import callbacks as _callbacks
 from . import losses as _losses
@@ -367,8 +368,7 @@ class Sequential:
         sparse = isinstance(opt, _optim.Adam) and opt.lazy or (isinstance(opt, _optim.SGD) and opt.momentum == 0)
         # Dense (Keras) Adam on the cpp backend also takes the table's gradient as SparseRows:
         # adam_step then updates every row without a (V, D) gradient -- the same numbers,
-        # bitwise, with less memory traffic.  The other backends would only densify it again
-        # (and on a GPU the sparse backward reads its row count back every step).
+        # bitwise, with less memory traffic.  The other backends would only densify it again.
         sparse = sparse or isinstance(opt, _optim.Adam) and self._xp is np and _resolved_backend(self._backend) == "cpp"
         for layer in self.layers:
             if isinstance(layer, (Embedding, EmbeddingBag)):
@@ -482,7 +482,7 @@ class Sequential:
                     g = layer.grads[k]
                     reg = layer.regularizers.get(k)
                     if reg is not None:
-                        g = (g.to_dense() if isinstance(g, ops.SparseRows) else g) + reg.grad(p)
+                        g = (g.to_dense() if isinstance(g, (ops.SparseRows, PendingRows)) else g) + reg.grad(p)
                     out.append((f"{layer.name}/{k}", p, g))
         return out
 

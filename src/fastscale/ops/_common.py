@@ -28,6 +28,38 @@ class SparseRows(NamedTuple):
         return out
 
 
+class PendingRows:
+    """A sparse gradient whose row count is still on the GPU: what the ``cuda`` sparse
+    backwards return inside a training step (``deferred_checks``), where reading the count
+    back would stall the step.
+
+    ``buffers``: ``(rows, values, count)`` with ``rows`` int64 ``(N,)`` and ``values`` ``(N, D)``
+    sized for every id, of which the leading ``count[0]`` (a device int64) are the gradient.
+    :class:`fastscale.optim.Adam` with ``lazy=True`` hands them to ``sparse_adam_step``'s
+    kernel as they are; anything else calls :meth:`resolve` (one read-back) for the
+    :class:`SparseRows` the op returns outside a training step.
+    """
+
+    __slots__ = ("buffers", "num_embeddings", "_check", "_resolved")
+
+    def __init__(self, rows, values, count, num_embeddings, check):
+        self.buffers = (rows, values, count)
+        self.num_embeddings = num_embeddings
+        self._check = check  # raises the producing call's pending input error, if any
+        self._resolved = None
+
+    def resolve(self) -> SparseRows:
+        if self._resolved is None:
+            self._check()  # a failed ids check leaves count meaningless: raise first
+            rows, values, count = self.buffers
+            U = int(count[0])
+            self._resolved = SparseRows(rows[:U], values[:U], self.num_embeddings)
+        return self._resolved
+
+    def to_dense(self):
+        return self.resolve().to_dense()
+
+
 # A zeroed int32 (V,) scratch per thread and V for the cpp sparse backwards: they mark the
 # rows they meet there and clear exactly those again, so a step costs O(ids), not O(V).
 _marks = threading.local()

@@ -15,12 +15,14 @@ When the word is read (the documented choice):
   ``IndexError`` / ``ValueError`` as on the CPU comes from the call that caused it.
 * Ops that synchronise anyway read it with their result in the same copy: bce_with_logits
   (the loss is returned as a Python float) and the sparse backwards (the number of unique
-  rows sizes the values array).
+  rows sizes the values array) outside a training step.
 * Inside ``with deferred_checks():`` (for a training loop) the failing ops do not
   synchronise: each call records how it would raise, and the word is read at the next op
   that synchronises anyway (the loss of the step), or when the block exits.  The earliest
   failing call raises, with the same message as in the default mode; later kernels of the
   step, Adam included, skip their writes, so parameters are never updated from bad input.
+  The sparse backwards then return a ``PendingRows`` whose row count stays on the device
+  (``sparse_gradient``), so lazy Adam's step needs no read-back either.
 
 Scratch and workspaces are allocated here through CuPy (its memory pool, which is stream
 ordered); the C++ launchers never allocate.
@@ -156,6 +158,35 @@ def deferred_checks():
                     else:  # an exception is already on its way: drop what was pending
                         st.pending.clear()
                         st.buf[:1].fill(cupy().uint64(NO_ERROR))
+
+
+def is_deferred() -> bool:
+    return bool(getattr(_local, "deferred", 0))
+
+
+def sparse_gradient(st: _State, launch_rows, launch_values, N: int, D: int, dtype, V: int):
+    """The sparse backwards' two launches: ``launch_rows(rows, count_ptr)`` writes the unique
+    rows and their count U; ``launch_values(values, U_or_bound, count_ptr, err_ptr)`` reduces them.
+
+    Default: U is read back with the error word (raising the op's error for bad ids) and
+    ``(rows, values)`` come exactly sized.  Inside ``deferred_checks`` nothing is read back:
+    values are sized for all N ids and a :class:`PendingRows` keeps the device count, which
+    lazy Adam passes straight to its kernel."""
+    from ._common import PendingRows
+
+    cp = cupy()
+    rows = cp.empty(max(N, 1), cp.int64)
+    if not is_deferred():
+        launch_rows(rows, st.result)
+        U = result_count(st)
+        values = cp.empty((U, D), dtype)
+        launch_values(values, U, 0, 0)
+        return rows[:U], values
+    count = cp.empty(1, cp.int64)
+    launch_rows(rows, count.data.ptr)
+    values = cp.empty((N, D), dtype)
+    launch_values(values, N, count.data.ptr, st.err)
+    return PendingRows(rows, values, count, V, lambda: check(st))
 
 
 def deterministic() -> bool:

@@ -297,6 +297,22 @@ def sparse_adam_step(
     impl(param, C.contiguous(rows), C.contiguous(values), m, v, k)
 
 
+def sparse_adam_step_pending(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0,
+                             decoupled=False, eps_placement="keras", backend=None):
+    """:func:`sparse_adam_step` of a :class:`PendingRows` gradient (lazy Adam in a GPU training
+    step): on the ``cuda`` backend its row count goes to the kernel without a read-back;
+    elsewhere it is resolved first."""
+    rows, values, count = grad.buffers
+    is_cupy = _check_table_rows(OPS, param, rows, values, m, v, "rows", "values", grad.num_embeddings)
+    k = _hyper(OPS, step, lr, beta1, beta2, eps, weight_decay, decoupled, eps_placement)
+    name, impl = _SPARSE.pick(backend, is_cupy)
+    if name == "cuda":
+        _cuda_sparse(param, rows, C.contiguous(values), m, v, k, count)
+    else:
+        g = grad.resolve()
+        impl(param, g.rows, C.contiguous(g.values), m, v, k)
+
+
 # ---------------------------------------------------------------------------- reference
 def reference(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0,
               decoupled=False, eps_placement="keras"):
@@ -567,7 +583,8 @@ def _cuda_dense(param, grad, m, v, k: _Coef):
     _cuda_multi([param], [grad], [m], [v], k)
 
 
-def _cuda_sparse(param, rows, values, m, v, k: _Coef):
+def _cuda_sparse(param, rows, values, m, v, k: _Coef, count=None):
+    """``count``: a device int64 word holding how many leading rows to update (a PendingRows')."""
     from . import _cuda_util as CU
 
     V, D = param.shape
@@ -580,7 +597,8 @@ def _cuda_sparse(param, rows, values, m, v, k: _Coef):
     st, tag, s = CU.begin(raiser)
     _backends.module("cuda").sparse_adam_step(
         param.data.ptr, rows.data.ptr, CU.ptr(values), m.data.ptr, v.data.ptr, V, D, rows.shape[0], param.itemsize,
-        rows.itemsize, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode, st.err, tag, s,
+        rows.itemsize, k.beta1, k.beta2, k.alpha, k.eps, k.weight_decay, k.decay, k.mode, CU.ptr(count), st.err,
+        tag, s,
     )
     CU.finish(st)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, quiet, renumber, row_mark, use_row_mark
+from ._common import PendingRows, SparseRows, quiet, renumber, row_mark, use_row_mark
 
 OP = "embedding"
 OPB = "embedding_backward"
@@ -56,8 +56,8 @@ def embedding_backward(dout, ids, num_embeddings, *, sparse=False, out=None, bac
     if sparse:
         if out is not None:
             raise ValueError(f"{OPB}: 'out' is for the dense gradient; it cannot be used with sparse=True")
-        rows, values = impl(dout, ids, None, V)
-        return SparseRows(rows, values, V)
+        g = impl(dout, ids, None, V)
+        return g if isinstance(g, PendingRows) else SparseRows(*g, V)
     if out is None:
         if V >= 1 << 63:  # numpy raises ValueError for such a shape, CuPy OverflowError: one error here
             raise ValueError(f"{OPB}: argument 'num_embeddings' must be below 2**63 for a dense gradient "
@@ -264,11 +264,11 @@ def _cuda_forward(weight, ids, out):
 
 def _cuda_backward(dout, ids, out, V):
     """Dense: deterministic sort + segment reduction (FASTSCALE_CUDA_ATOMIC_BACKWARD=1: atomics).
-    Sparse: the same sort gives the unique rows; reading their count is the one sync."""
+    Sparse: the same sort gives the unique rows (CU.sparse_gradient: their count is read back,
+    or stays on the device inside a training step)."""
     from . import _cuda_util as CU
 
     cu = _backends.module("cuda")
-    cp = CU.cupy()
     dout, ids = C.contiguous(dout), C.contiguous(ids)
     N, D = ids.size, dout.shape[-1]
 
@@ -287,14 +287,17 @@ def _cuda_backward(dout, ids, out, V):
     # int64 id is below it, as below 2**63 - 1.
     Vk = min(V, CU.I64_MAX)  # (V itself stays in the error message)
     ws = CU.workspace(cu.embedding_backward_workspace(N, Vk, dout.itemsize, True))
-    rows = cp.empty(max(N, 1), cp.int64)
     st, tag, s = CU.begin(raiser)
-    cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, st.result, Vk, N, ids.itemsize, ws.data.ptr, ws.nbytes,
-                               st.err, tag, s)
-    U = CU.result_count(st)
-    values = cp.empty((U, D), dout.dtype)
-    cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), Vk, D, N, U, dout.itemsize, ws.data.ptr, ws.nbytes, s)
-    return rows[:U], values
+
+    def launch_rows(rows, count):
+        cu.embedding_backward_rows(ids.data.ptr, rows.data.ptr, count, Vk, N, ids.itemsize, ws.data.ptr, ws.nbytes,
+                                   st.err, tag, s)
+
+    def launch_values(values, U, count, err):
+        cu.embedding_backward_values(dout.data.ptr, CU.ptr(values), Vk, D, N, U, dout.itemsize, ws.data.ptr,
+                                     ws.nbytes, count, err, s)
+
+    return CU.sparse_gradient(st, launch_rows, launch_values, N, D, dout.dtype, V)
 
 
 _IMPL = _backends.register(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backends, _checks as C
-from ._common import SparseRows, quiet, renumber, row_mark, scratch, use_row_mark
+from ._common import PendingRows, SparseRows, quiet, renumber, row_mark, scratch, use_row_mark
 
 OP = "embedding_bag"
 OPB = "embedding_bag_backward"
@@ -106,8 +106,8 @@ def embedding_bag_backward(
     if sparse:
         if out is not None:
             raise ValueError(f"{OPB}: 'out' is for the dense gradient; it cannot be used with sparse=True")
-        rows, values = impl(dout, ids, offsets, per_sample_weights, pad, mode == "mean", None, V)
-        return SparseRows(rows, values, V)
+        g = impl(dout, ids, offsets, per_sample_weights, pad, mode == "mean", None, V)
+        return g if isinstance(g, PendingRows) else SparseRows(*g, V)
     if out is None:
         if V >= 1 << 63:  # numpy raises ValueError for such a shape, CuPy OverflowError: one error here
             raise ValueError(f"{OPB}: argument 'num_embeddings' must be below 2**63 for a dense gradient "
@@ -418,11 +418,11 @@ def _cuda_forward(weight, ids, offsets, psw, pad, mean, out):
 
 def _cuda_backward(dout, ids, offsets, psw, pad, mean, out, V):
     """Dense: deterministic sort + segment reduction (FASTSCALE_CUDA_ATOMIC_BACKWARD=1: atomics).
-    Sparse: the same sort gives the unique rows; reading their count is the one sync."""
+    Sparse: the same sort gives the unique rows (CU.sparse_gradient: their count is read back,
+    or stays on the device inside a training step)."""
     from . import _cuda_util as CU
 
     cu = _backends.module("cuda")
-    cp = CU.cupy()
     dout = C.contiguous(dout)
     ids, offsets, psw, Tlen, osize = _cuda_args(ids, offsets, psw)
     B, D = dout.shape
@@ -438,18 +438,20 @@ def _cuda_backward(dout, ids, offsets, psw, pad, mean, out, V):
         )
         CU.finish(st)
         return out
-    V = min(V, CU.I64_MAX)  # sparse: V may exceed int64 (see embedding._cuda_backward)
-    ws = CU.workspace(cu.embedding_bag_backward_workspace(N, B, V, dout.itemsize, True))
-    rows = cp.empty(max(N, 1), cp.int64)
+    Vk = min(V, CU.I64_MAX)  # sparse: V may exceed int64 (see embedding._cuda_backward)
+    ws = CU.workspace(cu.embedding_bag_backward_workspace(N, B, Vk, dout.itemsize, True))
     st, tag, s = CU.begin(raiser)
-    cu.embedding_bag_backward_rows(ids.data.ptr, CU.ptr(offsets), CU.ptr(psw), pad, mean, rows.data.ptr, st.result, V,
-                                   B, N, Tlen, dout.itemsize, ids.itemsize, osize, ws.data.ptr, ws.nbytes, st.err, tag,
-                                   s)
-    U = CU.result_count(st)
-    values = cp.empty((U, D), dout.dtype)
-    cu.embedding_bag_backward_values(dout.data.ptr, CU.ptr(values), V, D, B, N, U, dout.itemsize, ws.data.ptr,
-                                     ws.nbytes, s)
-    return rows[:U], values
+
+    def launch_rows(rows, count):
+        cu.embedding_bag_backward_rows(ids.data.ptr, CU.ptr(offsets), CU.ptr(psw), pad, mean, rows.data.ptr, count,
+                                       Vk, B, N, Tlen, dout.itemsize, ids.itemsize, osize, ws.data.ptr, ws.nbytes,
+                                       st.err, tag, s)
+
+    def launch_values(values, U, count, err):
+        cu.embedding_bag_backward_values(dout.data.ptr, CU.ptr(values), Vk, D, B, N, U, dout.itemsize, ws.data.ptr,
+                                         ws.nbytes, count, err, s)
+
+    return CU.sparse_gradient(st, launch_rows, launch_values, N, D, dout.dtype, V)
 
 
 _IMPL = _backends.register(

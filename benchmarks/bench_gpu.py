@@ -35,6 +35,8 @@ def _cupy():
 cp = _cupy()
 import fastscale as fs  # noqa: E402
 from fastscale.ops import _cuda_util as CU  # noqa: E402
+from fastscale.ops._common import PendingRows  # noqa: E402
+from fastscale.ops.adam import sparse_adam_step_pending  # noqa: E402
 
 try:
     import torch
@@ -285,7 +287,10 @@ def imdb_epoch(data, backend):
             dh, dW1, db1 = fs.dense_backward(da1, h, W1, a1, "relu", backend=backend)
             gW = fs.embedding_bag_backward(dh, ids, num_embeddings=10000, padding_idx=0, sparse=True, backend=backend)
             step += 1
-            fs.sparse_adam_step(W, gW.rows, gW.values, ms_[0], vs_[0], step=step, backend=backend)
+            if isinstance(gW, PendingRows):  # cuda: the row count stays on the device (no read-back)
+                sparse_adam_step_pending(W, gW, ms_[0], vs_[0], step=step, backend=backend)
+            else:
+                fs.sparse_adam_step(W, gW.rows, gW.values, ms_[0], vs_[0], step=step, backend=backend)
             for i, gr in ((1, dW1), (2, db1), (3, dW2), (4, db2)):
                 fs.adam_step(params[i], gr, ms_[i], vs_[i], step=step, backend=backend)
     cp.cuda.get_current_stream().synchronize()

@@ -7,7 +7,7 @@
 #
 # 1. builds and installs fastscale with the CUDA extension (sm_90 only, to keep the build short)
 # 2. shows what the library sees (backends, device, archs)
-# 3. runs the cuda / cupy op tests and the CUDA build test
+# 3. runs the cuda / cupy op tests, the training stack's GPU tests and the CUDA build test
 # 4. runs benchmarks/bench_gpu.py: each op's time, GB/s and fraction of the copy bandwidth,
 #    against CuPy and PyTorch, then one IMDB epoch with the data on the device
 # Each step has its own time limit; a failing step is reported and the script goes on, and
@@ -45,8 +45,8 @@ step "what fastscale sees"
 run 60 bash -c 'cd /tmp && python -c "import fastscale, fastscale._cuda as c; print(fastscale.backends()); print(c.info())"'
 (cd /tmp && python -m fastscale info) || true
 
-step "tests: cuda / cupy backends of every op, and the CUDA build"
-FASTSCALE_REQUIRE_CUDA=1 run 210 python -m pytest tests/ops -k "cuda or cupy" -q -p no:randomly \
+step "tests: cuda / cupy backends of every op, the training stack on the GPU, and the CUDA build"
+FASTSCALE_REQUIRE_CUDA=1 run 240 python -m pytest tests/ops tests/nn/test_gpu.py -k "cuda or cupy" -q -p no:randomly \
   -o addopts="" -m "not slow" --durations=5
 FASTSCALE_REQUIRE_CUDA=1 run 60 python -m pytest tests/test_cuda_build.py -q -o addopts=""
 

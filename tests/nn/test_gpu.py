@@ -96,6 +96,25 @@ def test_a_training_step_reads_nothing_back(gpu_backend, model):
     assert reads(256) == reads(64)  # 8 steps, 2 steps
 
 
+def test_gpu_check_epochs_run(gpu_backend):
+    """benchmarks/bench_gpu.py's two IMDB epochs (the public ops under deferred checks, and
+    Sequential.fit on the device), on a small data set: what gpu_check.sh runs on a GPU
+    machine, checked wherever a GPU (or the emulated one) is."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    x, y = binary(400)
+    data = (x[:, :24], y.astype(np.float32))
+    seconds, acc, shape = bench.imdb_epoch(data, gpu_backend)
+    assert seconds > 0 and 0.0 <= acc <= 1.0 and shape == data[0].shape
+    seconds, acc, wall = bench.sequential_epoch(data, gpu_backend)
+    assert 0 < seconds <= wall and 0.0 <= acc <= 1.0
+
+
 def test_device_gpu_with_numpy_inputs_is_the_cupy_input_run(gpu_backend):
     import cupy
 

@@ -35,9 +35,10 @@ class PendingRows:
 
     ``buffers``: ``(rows, values, count)`` with ``rows`` int64 ``(N,)`` and ``values`` ``(N, D)``
     sized for every id, of which the leading ``count[0]`` (a device int64) are the gradient.
-    :class:`fastscale.optim.Adam` with ``lazy=True`` hands them to ``sparse_adam_step``'s
-    kernel as they are; anything else calls :meth:`resolve` (one read-back) for the
-    :class:`SparseRows` the op returns outside a training step.
+    :class:`fastscale.optim.Adam` with ``lazy=True`` (or ``ops.adam.sparse_adam_step_pending``)
+    hands them to ``sparse_adam_step``'s kernel as they are; anything else reads it as the
+    :class:`SparseRows` the op returns outside a training step (``resolve()``, ``rows``,
+    ``values``, unpacking: one read-back, once).
     """
 
     __slots__ = ("buffers", "num_embeddings", "_check", "_resolved")
@@ -55,6 +56,13 @@ class PendingRows:
             U = int(count[0])
             self._resolved = SparseRows(rows[:U], values[:U], self.num_embeddings)
         return self._resolved
+
+    # Read as a SparseRows (each resolves first), so code written for one keeps working.
+    rows = property(lambda self: self.resolve().rows)
+    values = property(lambda self: self.resolve().values)
+
+    def __iter__(self):
+        return iter(self.resolve())
 
     def to_dense(self):
         return self.resolve().to_dense()

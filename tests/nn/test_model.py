@@ -75,6 +75,86 @@ def test_validation_split_takes_the_last_fraction():
     assert "val_loss" in h2.history
 
 
+def test_initial_epoch_resumes_a_run_as_keras_does():
+    """fit(epochs=2) then fit(epochs=4, initial_epoch=2) is the 4-epoch run, bitwise, and the
+    second call numbers its epochs 2 and 3 (history, callbacks, the progress line)."""
+    x, y = binary(200, seed=8)
+    whole = origin_model()
+    whole.compile(loss="binary_crossentropy", metrics=["accuracy"], seed=4)
+    h_whole = whole.fit(x, y, epochs=4, batch_size=32, validation_split=0.2, verbose=0)
+    parts = origin_model()
+    parts.compile(loss="binary_crossentropy", metrics=["accuracy"], seed=4)
+    parts.fit(x, y, epochs=2, batch_size=32, validation_split=0.2, verbose=0)
+    seen = []
+
+    class Epochs(nn.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        h = parts.fit(x, y, epochs=4, batch_size=32, validation_split=0.2, verbose=2, initial_epoch=2,
+                      callbacks=[Epochs()])
+    assert seen == [2, 3] and h.epoch == [2, 3]
+    assert "Epoch 3/4" in out.getvalue() and "Epoch 1/4" not in out.getvalue()
+    assert h.history["loss"] == h_whole.history["loss"][2:]
+    assert h.history["val_accuracy"] == h_whole.history["val_accuracy"][2:]
+    for a, b in zip(parts.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert parts.optimizer.step == whole.optimizer.step
+    assert parts.fit(x, y, epochs=4, initial_epoch=4, verbose=0).epoch == []  # nothing left to train
+
+
+@pytest.mark.parametrize("freq, validated", [(1, [0, 1, 2, 3]), (2, [1, 3]), (3, [2]), ([1, 4], [0, 3]),
+                                             ((2,), [1]), (range(5, 9), [])])
+def test_validation_freq(freq, validated):
+    x, y = binary(120, seed=9)
+    m = origin_model()
+    m.compile(loss="binary_crossentropy", metrics=["accuracy"], seed=1)
+    logged = []
+
+    class Logs(nn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if "val_loss" in logs:
+                logged.append(epoch)
+
+    h = m.fit(x, y, epochs=4, batch_size=32, validation_split=0.25, validation_freq=freq, verbose=0,
+              callbacks=[Logs()])
+    assert logged == validated
+    assert len(h.history.get("val_loss", [])) == len(validated)
+
+
+def test_validation_batch_size_changes_nothing_but_the_batches():
+    x, y = binary(150, seed=10)
+    hs = []
+    for vbs in (None, 7, 1000):
+        m = origin_model()
+        m.compile(loss="binary_crossentropy", metrics=["accuracy"], seed=2)
+        hs.append(m.fit(x, y, epochs=1, batch_size=32, validation_split=0.3, validation_batch_size=vbs,
+                        verbose=0).history)
+    for h in hs[1:]:
+        assert h["val_loss"] == pytest.approx(hs[0]["val_loss"], rel=1e-5)
+        assert h["val_accuracy"] == hs[0]["val_accuracy"] and h["loss"] == hs[0]["loss"]
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(initial_epoch=-1), ValueError, "initial_epoch must be an int >= 0"),
+    (dict(initial_epoch=1.5), ValueError, "initial_epoch must be an int >= 0"),
+    (dict(validation_batch_size=0), ValueError, "validation_batch_size must be an int >= 1"),
+    (dict(validation_freq=0), ValueError, "validation_freq must be an int >= 1"),
+    (dict(validation_freq=[0, 2]), ValueError, "validation_freq's epochs must be ints >= 1"),
+    (dict(validation_freq=1.0), TypeError, "validation_freq must be an int >= 1 or a collection of epochs, got float"),
+])
+def test_fit_resume_and_validation_arguments_are_checked(kw, exc, match):
+    x, y = binary(40, seed=11)
+    m = origin_model()
+    m.compile(loss="binary_crossentropy")
+    with pytest.raises(exc, match=match):
+        m.fit(x, y, epochs=1, validation_split=0.25, verbose=0, **kw)
+
+
 def test_inputs_padded_csr_and_lists_agree():
     seqs, y = sequences(120, seed=5)
     x_pad = padded(seqs)

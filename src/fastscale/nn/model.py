@@ -502,10 +502,14 @@ class Sequential:
     # -- the public API
     def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, seed=None, on_divergence="raise", class_weight=None,
-            sample_weight=None):
+            sample_weight=None, initial_epoch=0, validation_batch_size=None, validation_freq=1):
         """Train; returns a :class:`History` (``history.history``: loss, metrics, val_* per epoch).
 
         ``validation_split`` takes the LAST fraction of ``x``/``y`` (before shuffling), as Keras.
+        As in Keras, ``initial_epoch`` resumes a run (epochs ``initial_epoch`` to ``epochs - 1``
+        are trained, and numbered so in the history and callbacks); ``validation_freq``
+        validates every n-th epoch (an int) or after the listed 1-based epochs (a collection);
+        ``validation_batch_size`` defaults to ``batch_size``.
         ``sample_weight`` (one non-negative weight per sample) and ``class_weight`` (``{class:
         weight}``, every class of ``y`` present) weight each sample's loss as Keras does: the
         mean over the batch of weight times loss; both together multiply.  The metrics stay
@@ -527,6 +531,10 @@ class Sequential:
             raise ValueError(f"fit: on_divergence must be 'raise' or 'warn', got {on_divergence!r}")
         batch_size = _check_batch(batch_size, "fit")
         epochs = _check_int(epochs, "fit", "epochs", lo=0)
+        initial_epoch = _check_int(initial_epoch, "fit", "initial_epoch", lo=0)
+        val_batch = batch_size if validation_batch_size is None else _check_int(
+            validation_batch_size, "fit", "validation_batch_size", lo=1)
+        validate_after = _validation_epochs(validation_freq)
         if seed is not None:
             seed = _check_seed(seed, "fit")
             if self._seed is None:
@@ -589,7 +597,7 @@ class Sequential:
         self.history = history
         for cb in cbs:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             # On a GPU a divergence is seen only at the end of its epoch: "warn" keeps a copy.
@@ -608,8 +616,8 @@ class Sequential:
                 warnings.warn(f"{e}; training stopped with the weights {weights}", RuntimeWarning, stacklevel=2)
                 self.stop_training = True
                 break
-            if val is not None:
-                vlogs = self._evaluate(val[0], val[1], batch_size, val_sw)
+            if val is not None and validate_after(epoch + 1):
+                vlogs = self._evaluate(val[0], val[1], val_batch, val_sw)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             self._epochs_done += 1
             history.epoch_stats.append(self._last_epoch_stats)
@@ -992,6 +1000,22 @@ def _check_int(v, who, name, lo):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"{who}: {name} must be an int >= {lo}, got {v!r}")
     return int(v)
+
+
+def _validation_epochs(freq):
+    """fit's validation_freq as a test of the 1-based epoch number (Keras's meaning)."""
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
+        if freq < 1:
+            raise ValueError(f"fit: validation_freq must be an int >= 1 or a collection of epochs, got {freq!r}")
+        return lambda e: e % int(freq) == 0
+    try:
+        epochs = set(freq)
+    except TypeError:
+        raise TypeError(f"fit: validation_freq must be an int >= 1 or a collection of epochs, got "
+                        f"{type(freq).__name__}") from None
+    if not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1 for e in epochs):
+        raise ValueError(f"fit: validation_freq's epochs must be ints >= 1 (1-based, as in Keras), got {freq!r}")
+    return lambda e: e in epochs
 
 
 def _check_batch(batch_size, who):

@@ -390,7 +390,9 @@ class _FusedEmbeddingPool:
             g = ops.embedding_bag_backward(dout, ids, offsets, sparse=True, **kw)
             if n_zero is not None and T:
                 g0 = n_zero @ dout  # (D,): row 0's gradient, once
-                if n_zero.any():  # a read-back on a GPU: row 0 joins only when a batch holds id 0
+                if isinstance(g, PendingRows):  # a GPU training step: decided on the device
+                    g = _prepend_row0_pending(g, g0, n_zero.any())
+                elif n_zero.any():  # row 0 joins only when the batch holds id 0
                     g = _prepend_row0(g, g0)
         else:
             buf = self._grad_buf
@@ -403,10 +405,21 @@ class _FusedEmbeddingPool:
         return None
 
 
+def _prepend_row0_pending(g, g0, present):
+    """_prepend_row0 for a PendingRows, without a read-back: ``present`` (a device bool) puts
+    row 0 first and counts it, else it goes past the count, where nothing reads it."""
+    rows, values, count = g.buffers
+    xp = _device.module_of(values)
+    first = xp.concatenate([xp.zeros(1, rows.dtype), rows])
+    last = xp.concatenate([rows, xp.zeros(1, rows.dtype)])
+    r0 = g0[None, :].astype(values.dtype)
+    rows = xp.where(present, first, last)
+    values = xp.where(present, xp.concatenate([r0, values]), xp.concatenate([values, r0]))
+    return PendingRows(rows, values, count + present.astype(count.dtype), g.num_embeddings, g._check)
+
+
 def _prepend_row0(g, g0):
     """SparseRows g (row 0 absent: it was the padding row) plus a gradient for row 0."""
-    if isinstance(g, PendingRows):
-        g = g.resolve()
     xp = _device.module_of(g.values)
     rows = xp.concatenate([xp.zeros(1, g.rows.dtype), xp.asarray(g.rows)])
     values = xp.concatenate([g0[None, :].astype(g.values.dtype), g.values])

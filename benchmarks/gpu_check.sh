@@ -16,6 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 IMDB="${1:-shared/data/imdb}"
 ARCHS="${FASTSCALE_CUDA_ARCHS:-90}"
+# The GPU image's interpreter (the one with CuPy and PyTorch) is `python3`; there may be no `python`.
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
 export PATH="$PATH:/usr/local/cuda/bin"
 start=$(date +%s)
 failed=0
@@ -34,7 +36,7 @@ run() {  # run LIMIT_S CMD...: one step under a time limit; count failures
 step "build + install with CUDA (sm_${ARCHS})"
 command -v nvcc >/dev/null || { echo "nvcc not found"; exit 1; }
 nvcc --version | tail -1
-if ! run 240 python -m pip install --no-build-isolation --no-deps -q . \
+if ! run 240 "$PY" -m pip install --no-build-isolation --no-deps -q . \
       -Ccmake.define.FASTSCALE_CUDA=ON -Ccmake.define.FASTSCALE_CUDA_ARCHS="$ARCHS" \
       -Cbuild-dir=build/gpu_check; then
   echo "build failed: nothing else can run"; exit 1
@@ -42,16 +44,16 @@ fi
 
 step "what fastscale sees"
 # Run outside the checkout so `import fastscale` is the installed package, not src/.
-run 60 bash -c 'cd /tmp && python -c "import fastscale, fastscale._cuda as c; print(fastscale.backends()); print(c.info())"'
-(cd /tmp && python -m fastscale info) || true
+run 60 bash -c 'cd /tmp && "$0" -c "import fastscale, fastscale._cuda as c; print(fastscale.backends()); print(c.info())"' "$PY"
+(cd /tmp && "$PY" -m fastscale info) || true
 
 step "tests: cuda / cupy backends of every op, the training stack on the GPU, and the CUDA build"
-FASTSCALE_REQUIRE_CUDA=1 run 240 python -m pytest tests/ops tests/nn/test_gpu.py -k "cuda or cupy" -q -p no:randomly \
+FASTSCALE_REQUIRE_CUDA=1 run 240 "$PY" -m pytest tests/ops tests/nn/test_gpu.py -k "cuda or cupy" -q -p no:randomly \
   -o addopts="" -m "not slow" --durations=5
-FASTSCALE_REQUIRE_CUDA=1 run 60 python -m pytest tests/test_cuda_build.py -q -o addopts=""
+FASTSCALE_REQUIRE_CUDA=1 run 60 "$PY" -m pytest tests/test_cuda_build.py -q -o addopts=""
 
 step "benchmarks (bench_gpu.py) and one IMDB epoch"
-run 150 python benchmarks/bench_gpu.py --imdb "$IMDB"
+run 150 "$PY" benchmarks/bench_gpu.py --imdb "$IMDB"
 
 step "done: $failed failed step(s)"
 exit "$failed"

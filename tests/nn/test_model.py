@@ -126,6 +126,34 @@ def test_validation_freq(freq, validated):
     assert len(h.history.get("val_loss", [])) == len(validated)
 
 
+def test_monitors_skip_epochs_validation_freq_skips():
+    """EarlyStopping / ModelCheckpoint / ReduceLROnPlateau on val_loss with validation_freq=2
+    compare only the validated epochs (Keras's callbacks skip a missing value); a misspelt
+    quantity still raises at the first validated epoch."""
+    x, y = binary(120, seed=12)
+    m = origin_model()
+    m.compile(loss="binary_crossentropy", seed=3)
+    seen = []
+
+    class Seen(nn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, "val_loss" in logs, logs.get("learning_rate")))
+
+    stop = nn.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)  # no epoch improves by 10
+    plateau = nn.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5, min_delta=10.0)
+    h = m.fit(x, y, epochs=8, batch_size=32, validation_split=0.25, validation_freq=2, verbose=0,
+              callbacks=[stop, plateau, Seen()])
+    # Epoch 1 is the first validated one (the baseline), epoch 3 the first without improvement.
+    assert h.epoch == [0, 1, 2, 3] and stop.stopped_epoch == 3
+    assert [v for _, v, _ in seen] == [False, True, False, True]
+    assert [lr for _, _, lr in seen] == [1e-3, 1e-3, 1e-3, 5e-4]
+    m2 = origin_model()
+    m2.compile(loss="binary_crossentropy", seed=3)
+    with pytest.raises(ValueError, match="monitored quantity 'val_los' is not logged"):
+        m2.fit(x, y, epochs=3, validation_split=0.25, validation_freq=2, verbose=0,
+               callbacks=[nn.callbacks.EarlyStopping(monitor="val_los")])
+
+
 def test_validation_batch_size_changes_nothing_but_the_batches():
     x, y = binary(150, seed=10)
     hs = []

@@ -78,8 +78,12 @@ class _Monitor(Callback):
         return current > best + self.min_delta
 
     def _current(self, logs):
+        """The monitored value, or None on an epoch that fit's validation_freq did not
+        validate (the callback then skips the epoch, as Keras's do)."""
         value = (logs or {}).get(self.monitor)
         if value is None:
+            if self.monitor.startswith("val_") and getattr(self.model, "_validation_skipped", False):
+                return None
             raise ValueError(
                 f"{self._who}: monitored quantity {self.monitor!r} is not logged; available: {sorted(logs or {})} "
                 "(val_* needs validation_split or validation_data)"
@@ -111,7 +115,7 @@ class EarlyStopping(_Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         current = self._current(logs)
-        if epoch < self.start_from_epoch or not math.isfinite(current):
+        if current is None or epoch < self.start_from_epoch or not math.isfinite(current):
             return
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights = self.model.get_weights()
@@ -154,7 +158,7 @@ class ModelCheckpoint(_Monitor):
         path = self.filepath.format(epoch=epoch + 1, **logs)
         if self.save_best_only:
             current = self._current(logs)
-            if not (math.isfinite(current) and self._better(current, self.best)):
+            if current is None or not (math.isfinite(current) and self._better(current, self.best)):
                 return
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {current:.5f}, saving model to {path}")
@@ -220,6 +224,10 @@ class ReduceLROnPlateau(_Monitor):
     def on_epoch_end(self, epoch, logs=None):
         current = self._current(logs)
         opt = self.model.optimizer
+        if current is None:  # not validated this epoch: nothing to compare, no cooldown step
+            if logs is not None:
+                logs["learning_rate"] = opt.learning_rate
+            return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0

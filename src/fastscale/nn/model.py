@@ -616,7 +616,9 @@ class Sequential:
                 warnings.warn(f"{e}; training stopped with the weights {weights}", RuntimeWarning, stacklevel=2)
                 self.stop_training = True
                 break
-            if val is not None and validate_after(epoch + 1):
+            # Read by the monitoring callbacks: a val_* quantity may be absent on such an epoch.
+            self._validation_skipped = val is not None and not validate_after(epoch + 1)
+            if val is not None and not self._validation_skipped:
                 vlogs = self._evaluate(val[0], val[1], val_batch, val_sw)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             self._epochs_done += 1

@@ -96,6 +96,48 @@ def test_backward_matches_reference(backend, to_xp, case, sparse):
 
 
 @given(case=bag_cases())
+def test_training_step_sparse_gradient_and_lazy_adam(gpu_backend, case):
+    """Inside a training step's deferred checks the sparse gradient (on cuda a PendingRows,
+    whose row count stays on the device) and lazy Adam on it give what they give outside one
+    (bitwise on cuda), empty batches included."""
+    from fastscale.ops import _cuda_util as CU
+    from fastscale.ops._common import PendingRows
+    from fastscale.ops.adam import sparse_adam_step_pending
+
+    import cupy
+
+    def to_xp(a):
+        return None if a is None else cupy.asarray(a)
+
+    w, ids, off, psw, dout = case["weight"], case["ids"], case["offsets"], case["psw"], case["dout"]
+    V = w.shape[0]
+    kw = dict(num_embeddings=V, mode=case["mode"], per_sample_weights=to_xp(psw), padding_idx=case["padding_idx"],
+              sparse=True, backend=gpu_backend)
+    args = (to_xp(dout), to_xp(ids), to_xp(off))
+    want = fs.embedding_bag_backward(*args, **kw)
+    rng = np.random.default_rng(0)
+    state = [rng.standard_normal(w.shape).astype(w.dtype) for _ in range(3)]
+    state[2] = np.abs(state[2])
+    p0, m0, v0 = (to_xp(a.copy()) for a in state)
+    fs.sparse_adam_step(p0, want.rows, want.values, m0, v0, step=3, lr=0.1, backend=gpu_backend)
+    p1, m1, v1 = (to_xp(a.copy()) for a in state)
+    with CU.deferred_checks():
+        g = fs.embedding_bag_backward(*args, **kw)
+        assert isinstance(g, PendingRows) == (gpu_backend == "cuda")
+        if isinstance(g, PendingRows):
+            sparse_adam_step_pending(p1, g, m1, v1, step=3, lr=0.1, backend=gpu_backend)
+        else:
+            fs.sparse_adam_step(p1, g.rows, g.values, m1, v1, step=3, lr=0.1, backend=gpu_backend)
+    np.testing.assert_array_equal(to_np(g.rows), to_np(want.rows))
+    # cuda is deterministic; cupy's scatter-add is atomics, summed in any order.
+    same = np.testing.assert_array_equal if gpu_backend == "cuda" else (
+        lambda a, b: np.testing.assert_allclose(a, b, **tol(w.dtype)))
+    same(to_np(g.values), to_np(want.values))
+    for a, b in ((p1, p0), (m1, m0), (v1, v0)):
+        same(to_np(a), to_np(b))
+
+
+@given(case=bag_cases())
 def test_reference_backward_is_the_gradient(case):
     """Central finite differences of reference() in float64 against reference_backward()."""
     w = case["weight"].astype(np.float64)[:, :3]

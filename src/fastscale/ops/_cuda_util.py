@@ -184,7 +184,7 @@ def sparse_gradient(st: _State, launch_rows, launch_values, N: int, D: int, dtyp
         return rows[:U], values
     count = cp.empty(1, cp.int64)
     launch_rows(rows, count.data.ptr)
-    values = cp.empty((N, D), dtype)
+    values = cp.empty((rows.shape[0], D), dtype)  # as rows: one row even for no ids
     launch_values(values, N, count.data.ptr, st.err)
     return PendingRows(rows, values, count, V, lambda: check(st))
 

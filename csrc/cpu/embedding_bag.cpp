@@ -65,18 +65,60 @@ FS_INLINE i64 count_bag(const I* ids, i64 s, i64 e, i64 pad) {
   return n;
 }
 
-// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + NV * 64 bytes):
-// NV 64-byte vector accumulators (GCC vector extension: zmm, or 2 ymm / 4 xmm each) stay in
-// registers while the bag's rows stream through.  NV = 8 on AVX-512 covers a 128-float row
-// in one pass over the ids, with 8 independent add chains (4 left the adds latency-bound).
-// Leading / trailing padding was trimmed per bag (trim_bag); padding inside the span costs
-// one predictable branch.  Columns are summed in position order whatever NV is: bitwise
-// the same result on every ISA path.
-template <int NV, class T, class I, bool PSW, bool PAD>
+template <int N>
+using IC = std::integral_constant<int, N>;
+
+// A lambda's body is compiled for the baseline ISA, not its caller's target("avx512f,...")
+// (FS_MULTIVERSION): it must be inlined into the caller to get the caller's vectors and FMA.
+#define FS_LAMBDA_INLINE __attribute__((always_inline))
+
+// The columns a row kernel has left, [d0, D), fewer than 4 vectors of 64 bytes: as calls
+// chunk(IC<NV>, IC<VB>, IC<W>, d0) of NV vectors of VB bytes from column d0, W lanes of each
+// read from the row (W = VB / sizeof(T) but in a table narrower than 16 bytes).  Whole
+// vectors first, then one more ending at column D, in the widest vector D allows.  That last
+// one overlaps columns already done and rewrites them with the same bits (each column is
+// the same sum in the same order), so no width needs a scalar loop: that loop, which
+// accumulated in memory, made 16- and 32-float tables several times slower than 64-float ones.
+template <class T, class F>
+FS_INLINE void rest_chunks(i64 D, i64 d0, F&& chunk) {
+  auto in = [&](auto vb) FS_LAMBDA_INLINE {
+    constexpr int VB = decltype(vb)::value, L = VB / static_cast<int>(sizeof(T));
+    const i64 full = (D - d0) / L;
+    if (full == 3) chunk(IC<3>{}, vb, IC<L>{}, d0);
+    else if (full == 2) chunk(IC<2>{}, vb, IC<L>{}, d0);
+    else if (full == 1) chunk(IC<1>{}, vb, IC<L>{}, d0);
+    if (d0 + full * L < D) chunk(IC<1>{}, vb, IC<L>{}, D - L);
+  };
+  if (d0 == D) return;
+  if (D >= 64 / static_cast<i64>(sizeof(T))) in(IC<64>{});
+  else if (D >= 32 / static_cast<i64>(sizeof(T))) in(IC<32>{});
+  else if (D >= 16 / static_cast<i64>(sizeof(T))) in(IC<16>{});
+  else if (D == 3) chunk(IC<1>{}, IC<16>{}, IC<3>{}, i64(0));
+  else if (D == 2) chunk(IC<1>{}, IC<16>{}, IC<2>{}, i64(0));
+  else chunk(IC<1>{}, IC<16>{}, IC<1>{}, i64(0));
+}
+
+// x = W lanes of p, the rest zero (W < the vector's lanes only in a table narrower than it).
+// An out-parameter: a vector returned by value from an untargeted function warns (-Wpsabi).
+template <int W, class V, class T>
+FS_INLINE void load_lanes(V& x, const T* p) {
+  if (W * sizeof(T) < sizeof(V)) x = V{};
+  std::memcpy(&x, p, W * sizeof(T));
+}
+
+// Sum of rows (times psw[k] when given) over one bag for columns [d0, d0 + NV * VB bytes):
+// NV VB-byte vector accumulators (GCC vector extension: VB = 64 is a zmm, or 2 ymm / 4 xmm)
+// stay in registers while the bag's rows stream through.  NV = 8 on AVX-512 covers a
+// 128-float row in one pass over the ids, with 8 independent add chains (4 left the adds
+// latency-bound).  Leading / trailing padding was trimmed per bag (trim_bag); padding inside
+// the span costs one predictable branch.  Columns are summed in position order whatever NV
+// and VB are: bitwise the same result on every ISA path and for every chunking.  W: lanes
+// per row read (see rest_chunks).
+template <int NV, int VB, int W, class T, class I, bool PSW, bool PAD>
 FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, const I* FS_RESTRICT ids, i64 s, i64 e,
                          const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
-  typedef T vec __attribute__((vector_size(64)));
-  constexpr int L = 64 / sizeof(T);
+  typedef T vec __attribute__((vector_size(VB)));
+  constexpr int L = VB / sizeof(T);
   vec a[NV];
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) a[j] = vec{};
@@ -86,45 +128,33 @@ FS_INLINE void bag_chunk(const T* FS_RESTRICT weight, i64 D, i64 d0, const I* FS
     if (k + PF < e) {
       const char* nxt = reinterpret_cast<const char*>(weight + static_cast<i64>(ids[k + PF]) * D + d0);
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) __builtin_prefetch(nxt + 64 * j);
+      for (int j = 0; j < (NV * VB + 63) / 64; ++j) __builtin_prefetch(nxt + 64 * j);
     }
     const T* r = weight + static_cast<i64>(id) * D + d0;
     const T c = PSW ? psw[k] : T(1);
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
       vec x;
-      std::memcpy(&x, r + j * L, 64);
+      load_lanes<W>(x, r + j * L);
       if (PSW) a[j] += c * x;
       else a[j] += x;
     }
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) std::memcpy(o + d0 + j * L, &a[j], 64);
-}
-
-// The last W < CH<T> columns (and all of a narrow table): accumulate straight into o.
-template <class T, class I, bool PSW, bool PAD>
-FS_INLINE void bag_tail(const T* FS_RESTRICT weight, i64 D, i64 d0, i64 W, const I* FS_RESTRICT ids, i64 s, i64 e,
-                        const T* FS_RESTRICT psw, I pad, T* FS_RESTRICT o) {
-  T* FS_RESTRICT acc = o + d0;
-  for (i64 j = 0; j < W; ++j) acc[j] = T(0);
-  for (i64 k = s; k < e; ++k) {
-    const I id = ids[k];
-    if (PAD && id == pad) continue;
-    const T* FS_RESTRICT r = weight + static_cast<i64>(id) * D + d0;
-    const T c = PSW ? psw[k] : T(1);
-    for (i64 j = 0; j < W; ++j) acc[j] += PSW ? c * r[j] : r[j];
-  }
+  for (int j = 0; j < NV; ++j) std::memcpy(o + d0 + j * L, &a[j], W * sizeof(T));
 }
 
 template <int NV, class T, class I, bool PSW, bool PAD>
 FS_INLINE void bag_row(const T* weight, i64 D, const I* ids, i64 s, i64 e, const T* psw, I pad, T* o) {
-  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T);
+  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T), L = 64 / sizeof(T);
   i64 d0 = 0;
-  for (; d0 + CH <= D; d0 += CH) bag_chunk<NV, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
+  for (; d0 + CH <= D; d0 += CH) bag_chunk<NV, 64, L, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
   if (NV > 4)
-    for (; d0 + CH4 <= D; d0 += CH4) bag_chunk<4, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
-  if (d0 < D) bag_tail<T, I, PSW, PAD>(weight, D, d0, D - d0, ids, s, e, psw, pad, o);
+    for (; d0 + CH4 <= D; d0 += CH4) bag_chunk<4, 64, L, T, I, PSW, PAD>(weight, D, d0, ids, s, e, psw, pad, o);
+  rest_chunks<T>(D, d0, [&](auto nv, auto vb, auto w, i64 at) FS_LAMBDA_INLINE {
+    bag_chunk<decltype(nv)::value, decltype(vb)::value, decltype(w)::value, T, I, PSW, PAD>(weight, D, at, ids, s, e,
+                                                                                           psw, pad, o);
+  });
 }
 
 // First position in [s, e) whose id is outside [0, V), or -1: one branch-free unsigned
@@ -323,14 +353,14 @@ i64 sparse_plan(Bags<I, O> bags, i64 B, const T* psw, i64 pad, bool mean, std::i
   return 0;
 }
 
-// One row's columns [d0, d0 + NV * 64 bytes): NV 64-byte accumulators in registers over the
-// row's entries (0 + c * g + ..., in entry order, as the dense backward adds them; NV as in
-// bag_chunk).
-template <int NV, class T>
+// One row's columns [d0, d0 + NV * VB bytes): NV VB-byte accumulators in registers over the
+// row's entries (0 + c * g + ..., in entry order, as the dense backward adds them; NV, VB
+// and W as in bag_chunk).
+template <int NV, int VB, int W, class T>
 FS_INLINE void segment_chunk(const T* FS_RESTRICT dout, i64 D, i64 d0, const std::int64_t* FS_RESTRICT ent_bag,
                              const T* FS_RESTRICT ent_c, i64 e0, i64 e1, T* FS_RESTRICT r) {
-  typedef T vec __attribute__((vector_size(64)));
-  constexpr int L = 64 / sizeof(T);
+  typedef T vec __attribute__((vector_size(VB)));
+  constexpr int L = VB / sizeof(T);
   vec a[NV];
 #pragma GCC unroll 8
   for (int j = 0; j < NV; ++j) a[j] = vec{};
@@ -340,12 +370,12 @@ FS_INLINE void segment_chunk(const T* FS_RESTRICT dout, i64 D, i64 d0, const std
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) {
       vec x;
-      std::memcpy(&x, g + j * L, 64);
+      load_lanes<W>(x, g + j * L);
       a[j] += c * x;
     }
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < NV; ++j) std::memcpy(r + d0 + j * L, &a[j], 64);
+  for (int j = 0; j < NV; ++j) std::memcpy(r + d0 + j * L, &a[j], W * sizeof(T));
 }
 
 template <class NVC, class T>
@@ -353,21 +383,18 @@ FS_INLINE void segment_rows_body(const T* FS_RESTRICT dout, i64 D, const std::in
                                  const std::int64_t* FS_RESTRICT ent_bag, const T* FS_RESTRICT ent_c,
                                  T* FS_RESTRICT values, i64 u0, i64 u1) {
   constexpr int NV = NVC::value;
-  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T);
+  constexpr i64 CH = NV * 64 / sizeof(T), CH4 = 256 / sizeof(T), L = 64 / sizeof(T);
   for (i64 u = u0; u < u1; ++u) {
     T* FS_RESTRICT r = values + u * D;
     const i64 e0 = starts[u], e1 = starts[u + 1];
     i64 d0 = 0;
-    for (; d0 + CH <= D; d0 += CH) segment_chunk<NV, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
+    for (; d0 + CH <= D; d0 += CH) segment_chunk<NV, 64, L, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
     if (NV > 4)
-      for (; d0 + CH4 <= D; d0 += CH4) segment_chunk<4, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
-    if (d0 == D) continue;
-    for (i64 j = d0; j < D; ++j) r[j] = T(0);
-    for (i64 e = e0; e < e1; ++e) {
-      const T* FS_RESTRICT g = dout + ent_bag[e] * D;
-      const T c = ent_c[e];
-      for (i64 j = d0; j < D; ++j) r[j] += c * g[j];
-    }
+      for (; d0 + CH4 <= D; d0 += CH4) segment_chunk<4, 64, L, T>(dout, D, d0, ent_bag, ent_c, e0, e1, r);
+    rest_chunks<T>(D, d0, [&](auto nv, auto vb, auto w, i64 at) FS_LAMBDA_INLINE {
+      segment_chunk<decltype(nv)::value, decltype(vb)::value, decltype(w)::value, T>(dout, D, at, ent_bag, ent_c, e0,
+                                                                                      e1, r);
+    });
   }
 }
 FS_MULTIVERSION_REGS(segment_rows, segment_rows_body)

@@ -62,11 +62,13 @@ def test_forward_csr(benchmark, bandwidth, impl, size, idtype):
     _record(benchmark, bytes_forward(weight, ids, 64), bandwidth)
 
 
+@pytest.mark.parametrize("idtype", [np.int32, np.int64], ids=["i32", "i64"])
 @pytest.mark.parametrize("impl", BACKENDS + ["torch_padding_idx", "torch_masked_mean"])
-def test_forward_padded(benchmark, bandwidth, impl):
-    """(64, 2500) padded ids (pre-padding, 0 = pad) holding the same tokens as the CSR case."""
-    benchmark.group = "embedding_bag forward padded (64, 2500) V10k"
-    weight, ids, offsets, padded = batch(10_000, np.int64)
+def test_forward_padded(benchmark, bandwidth, impl, idtype):
+    """(64, 2500) padded ids (pre-padding, 0 = pad) holding the same tokens as the CSR case of
+    the same id dtype: int32 is what Keras's (and fastscale's) pad_sequences returns."""
+    benchmark.group = f"embedding_bag forward padded (64, 2500) V10k {np.dtype(idtype).name}"
+    weight, ids, offsets, padded = batch(10_000, idtype)
     if impl.startswith("torch"):
         torch = torch_or_skip()
         w, p = torch.from_numpy(weight), torch.from_numpy(padded)

@@ -7,8 +7,10 @@ Every message starts with the op name and names the argument, what was expected 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -203,9 +205,29 @@ def raise_bad_id(op: str, name: str, ids, flat: int, num_embeddings: int):
     )
 
 
+# Inside ids_checked(), the adapters' ids / offsets checks pass over CuPy arrays unread.
+_checked = threading.local()
+
+
+@contextlib.contextmanager
+def ids_checked():
+    """For a loop of ops on slices of ids and offsets the caller has checked whole (the
+    training stack on a GPU): each of the checks below would read a value back from the
+    device and stall it, once per op and batch (the ``cupy`` backend's checks)."""
+    _checked.depth = getattr(_checked, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _checked.depth -= 1
+
+
+def _unread(a) -> bool:
+    return bool(getattr(_checked, "depth", 0)) and is_cupy(a)
+
+
 def check_ids_range(op: str, name: str, ids, num_embeddings: int):
     """IndexError for the first id outside [0, num_embeddings) (numpy / cupy pre-check)."""
-    if ids.size == 0:
+    if ids.size == 0 or _unread(ids):
         return
     if int(ids.min()) < 0 or int(ids.max()) >= num_embeddings:
         flat = ids.reshape(-1)
@@ -230,6 +252,8 @@ def check_offsets(op: str, offsets, n_ids: int):
     """CSR offsets (B+1,): start at 0, never decrease, end at len(ids) (numpy / cupy pre-check)."""
     if offsets.shape[0] < 1:
         raise ValueError(f"{op}: argument 'offsets' must have at least one entry (B+1 for B bags), got shape {tuple(offsets.shape)}")
+    if _unread(offsets):
+        return
     if int(offsets[0]) != 0:
         raise_bad_offset(op, offsets, 0, n_ids)
     # The first entry that decreases or passes len(ids), as the C++ and CUDA checks find it,

@@ -24,6 +24,7 @@ updates the weights as on the host (see ``fit``).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import sys
@@ -32,7 +33,7 @@ import warnings
 
 import numpy as np
 
-from .. import ops
+from .. import _checks as C, ops
 from .. import optim as _optim
 from .._checks import to_identifier
 from ..ops._common import PendingRows
@@ -619,7 +620,7 @@ class Sequential:
             # Read by the monitoring callbacks: a val_* quantity may be absent on such an epoch.
             self._validation_skipped = val is not None and not validate_after(epoch + 1)
             if val is not None and not self._validation_skipped:
-                vlogs = self._evaluate(val[0], val[1], val_batch, val_sw)
+                vlogs = self._evaluate(val[0], val[1], val_batch, val_sw, "fit(validation_data)")
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             self._epochs_done += 1
             history.epoch_stats.append(self._last_epoch_stats)
@@ -637,6 +638,7 @@ class Sequential:
                      sw=None):
         n = inputs.n
         xp = self._xp
+        checks = self._device_checks(inputs, "fit")  # before the shuffle: positions as the user gave them
         order = np.random.default_rng((seed, self._epochs_done, 0x5F)).permutation(n) if shuffle else None
         losses = None
         if xp is not np:
@@ -655,7 +657,7 @@ class Sequential:
         t0 = time.perf_counter()
         bar = _bar(mode, steps, epoch, epochs)
         try:
-            with _device.deferred_checks(xp):
+            with checks:
                 for s in range(steps):
                     lo, hi = s * batch_size, min(n, (s + 1) * batch_size)
                     if order is None:
@@ -713,6 +715,40 @@ class Sequential:
             "the later updates); lower the learning rate or check the inputs for NaN/inf"
         )
 
+    def _device_checks(self, inputs, who):
+        """The input checks of a loop of ops over ``inputs``, as a context for the loop.  On
+        the host, the ops' own (in their kernels).  On a GPU, deferred
+        (``_device.deferred_checks``: read at the next synchronising op), and the ids and CSR
+        offsets checked here, now, once and whole, so that no op reads a batch's back from the
+        device (the ``cupy`` backend's checks would, every op of every step) and the error
+        names the sample as the user gave it."""
+        if self._xp is np:
+            return contextlib.nullcontext()
+        V = self._id_rows()
+        checked = V is not None and inputs.is_ids
+        if checked:
+            if inputs.csr is not None:
+                C.check_offsets(who, inputs.csr[1], inputs.csr[0].shape[0])
+                C.check_ids_range(who, "ids", inputs.csr[0], V)
+            else:
+                C.check_ids_range(who, "x", inputs.arr, V)
+        return self._device_loop(checked)
+
+    @contextlib.contextmanager
+    def _device_loop(self, ids_checked):
+        with contextlib.ExitStack() as stack:
+            if ids_checked:
+                stack.enter_context(C.ids_checked())
+            stack.enter_context(_device.deferred_checks(self._xp))
+            yield
+
+    def _id_rows(self):
+        """The number of rows of the table the inputs index (None: the model takes no ids)."""
+        first = self._stages[0] if self._stages else None
+        if isinstance(first, _FusedEmbeddingPool):
+            return first.emb.input_dim
+        return first.input_dim if isinstance(first, (Embedding, EmbeddingBag)) else None
+
     def _state_copy(self):
         opt = self.optimizer
         return ([{k: p.copy() for k, p in layer.params.items()} for layer in self.layers], opt.get_state())
@@ -764,7 +800,7 @@ class Sequential:
             # The fit's fused step, kept across calls while the model stays the same.
             loss, z = plan.step(xb[0], xb[1], plan.targets(y), "train_on_batch: the loss became {}")
         else:
-            with _device.deferred_checks(xp):
+            with self._device_checks(inputs, "train_on_batch"):
                 loss, z = self._step(xb, y, "train_on_batch: the loss became {}", wb=sw)  # reads the loss back: it is returned
         logs = {"loss": float(loss)}
         if self.metrics:
@@ -792,11 +828,11 @@ class Sequential:
             return self.loss(yb, z, self._loss_logits, backend=self._backend, **self._loss_kw)
         return self.loss.weighted(yb, z, self._loss_logits, wb, backend=self._backend, **self._loss_kw)
 
-    def _evaluate(self, inputs, y, batch_size, sw=None):
+    def _evaluate(self, inputs, y, batch_size, sw=None, who="evaluate"):
         for m in self.metrics:
             m.reset()
         total = 0.0
-        with _device.deferred_checks(self._xp):
+        with self._device_checks(inputs, who):
             for lo in range(0, inputs.n, batch_size):
                 hi = min(inputs.n, lo + batch_size)
                 xb, yb = inputs.slice(lo, hi), y[lo:hi]
@@ -829,7 +865,7 @@ class Sequential:
         self.build(inputs.shape)
         inputs, y = inputs.to(xp), self._device_targets(y, who)
         t0 = time.perf_counter()
-        logs = self._evaluate(inputs, y, batch_size or max(1, inputs.n), None if sw is None else xp.asarray(sw))
+        logs = self._evaluate(inputs, y, batch_size or max(1, inputs.n), None if sw is None else xp.asarray(sw), who)
         if _progress_mode(verbose):
             print(f"{who}: {inputs.n} samples - {time.perf_counter() - t0:.2f}s - "
                   + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
@@ -851,7 +887,7 @@ class Sequential:
         inputs = inputs.to(xp)
         batch_size = batch_size or max(1, inputs.n)
         outs = []
-        with _device.deferred_checks(xp):
+        with self._device_checks(inputs, "predict"):
             for lo in range(0, inputs.n, batch_size):
                 outs.append(self._forward(inputs.slice(lo, min(inputs.n, lo + batch_size)), training=False,
                                           logits=False))

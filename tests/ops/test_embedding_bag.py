@@ -253,12 +253,12 @@ def test_cpp_bitwise_identical_for_1_and_2_threads():
 
 @pytest.mark.parametrize("layout", ["csr", "padded", "psw"])
 @pytest.mark.parametrize("V, unique", [(50, True), (10_000, False), (1_000_000, False), (1_000_000, True)])
-def test_sparse_backward_is_the_dense_one_bitwise(cpu_backend, layout, V, unique):
+@pytest.mark.parametrize("D", [3, 12, 37])  # narrow, one 32-byte vector and overlapping ones
+def test_sparse_backward_is_the_dense_one_bitwise(cpu_backend, layout, V, unique, D):
     """Same backend: the SparseRows values are exactly the dense gradient's rows (so a training
     step may take either), including every id distinct (U = N) and a huge, barely used table."""
     rng = np.random.default_rng(V + unique)
-    B, D = 9, 37
-    N = 40
+    B, N = 9, 40
     ids = (rng.permutation(V - 1)[:N] + 1) if unique else rng.integers(1, min(V, 60), N)
     lengths = np.diff(np.sort(np.concatenate([[0, N], rng.integers(0, N, B - 1)])))
     off = np.concatenate([[0], np.cumsum(lengths)])

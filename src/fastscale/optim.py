@@ -153,8 +153,8 @@ class Adam(Optimizer):
             slots = self.slots.get(name)
             if slots is None:
                 slots = self.slots[name] = {s: _zeros_like(param) for s in self._slot_names}
-            if isinstance(grad, PendingRows) and not self.lazy:
-                grad = grad.resolve()
+            if not self.lazy:
+                grad = _settled(grad)
             if isinstance(grad, (SparseRows, PendingRows)) or (type(param) is not np.ndarray and C.module_of(param) is np):
                 self._update(param, grad, slots)
             else:  # numpy and cupy tensors in separate calls: fastscale never mixes them

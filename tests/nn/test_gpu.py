@@ -32,6 +32,13 @@ def _compiled(lazy=False, lr=1e-2, metrics=("accuracy",), **kw):
     return m
 
 
+def _device_bags(x):
+    """Padded ids (0 = padding) as CSR bags (ids, offsets) of cupy arrays."""
+    import cupy
+
+    return cupy.asarray(x[x != 0]), cupy.asarray(np.concatenate([[0], np.cumsum((x != 0).sum(1))]))
+
+
 # ---------------------------------------------------------------------------- on a GPU
 @pytest.mark.parametrize("lazy, mask_zero, zeros", [(False, True, True), (True, True, True), (True, False, True),
                                                     (True, False, False)])
@@ -88,8 +95,7 @@ def test_a_training_step_reads_nothing_back(gpu_backend, model):
         x, y = binary(n)
         x = x[:, :12]
         if model.startswith("embedding bag"):
-            lengths = (x != 0).sum(1)
-            xd = (cupy.asarray(x[x != 0]), cupy.asarray(np.concatenate([[0], np.cumsum(lengths)])))
+            xd = _device_bags(x)
         else:
             xd = cupy.asarray(x)
         yd = cupy.asarray(y)
@@ -110,8 +116,7 @@ def test_bad_ids_on_the_device_raise_before_anything_runs(gpu_backend, csr):
     x, y = binary(96)
     x[70, 5] = 200  # the table has 200 rows
     if csr:
-        lengths = (x != 0).sum(1)
-        xin = (cupy.asarray(x[x != 0]), cupy.asarray(np.concatenate([[0], np.cumsum(lengths)])))
+        xin = _device_bags(x)
         flat = int(np.flatnonzero(x[x != 0] == 200)[0])
         where = rf"ids\[{flat}\]"
     else:
@@ -130,6 +135,22 @@ def test_bad_ids_on_the_device_raise_before_anything_runs(gpu_backend, csr):
     assert m.optimizer.step == 0
     for a, b in zip(before, m.get_weights()):
         np.testing.assert_array_equal(a, b.get())
+
+
+def test_fit_checks_the_device_ids_once(gpu_backend, monkeypatch):
+    """The whole-input check runs once per fit for the training and once for the validation
+    samples, not once per epoch."""
+    import cupy
+
+    from fastscale import _checks
+
+    calls = []
+    real = _checks.check_ids_range
+    monkeypatch.setattr(_checks, "check_ids_range", lambda op, *a: (calls.append(op), real(op, *a))[1])
+    x, y = binary(128)
+    m = _compiled(backend=gpu_backend)
+    m.fit(cupy.asarray(x), cupy.asarray(y), epochs=3, batch_size=32, validation_split=0.25, verbose=0)
+    assert [op for op in calls if op.startswith("fit")] == ["fit", "fit(validation_data)"]
 
 
 def test_bad_offsets_on_the_device_raise_before_anything_runs(gpu_backend):

@@ -64,6 +64,7 @@ class _Inputs:
         self.csr = None
         self.arr = None
         self.hoff = None
+        self.ids_checked = None  # the table size these ids were checked against (a GPU loop's)
         if isinstance(x, tuple) and len(x) == 2:
             xp = _device.module_of(x[0] if _device.is_cupy(x[0]) else x[1])
             ids, offsets = (_device.as_module(a, xp) for a in x)
@@ -103,6 +104,7 @@ class _Inputs:
         new = object.__new__(cls)
         new.xp, new.n, new.arr, new.csr = xp, n, arr, csr
         new.hoff = csr[1] if csr is not None and xp is np else hoff
+        new.ids_checked = None
         return new
 
     @property
@@ -726,12 +728,13 @@ class Sequential:
             return contextlib.nullcontext()
         V = self._id_rows()
         checked = V is not None and inputs.is_ids
-        if checked:
+        if checked and inputs.ids_checked != V:  # fit's epochs and validations reuse their inputs
             if inputs.csr is not None:
                 C.check_offsets(who, inputs.csr[1], inputs.csr[0].shape[0])
                 C.check_ids_range(who, "ids", inputs.csr[0], V)
             else:
                 C.check_ids_range(who, "x", inputs.arr, V)
+            inputs.ids_checked = V
         return self._device_loop(checked)
 
     @contextlib.contextmanager
